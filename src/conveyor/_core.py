@@ -1,0 +1,228 @@
+"""What every public pool shares: building the engine, turning calls into jobs, shutdown.
+
+The drop-in ``Pool``/``ThreadPool``, the executors and the modern ``WorkerPool`` are thin
+faces over ``PoolCore``; they differ only in their signatures, result types and error
+messages.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from multiprocessing.context import BaseContext
+from typing import Any, Generic, Literal, TypeVar
+
+from ._cpus import available_cpus
+from ._engine import Engine
+from ._execute import CallMode
+from ._feeder import Feeder
+from ._process import ProcessBackend
+from ._results import ResultBuffer
+from ._scheduler import ChunkSizer, Job, Sink, TaskOptions
+from ._stats import PoolStats
+from ._thread import ThreadBackend
+
+T = TypeVar("T")
+BackendName = Literal["process", "thread"]
+
+# Pools still running at interpreter exit are terminated, so no worker outlives us.
+_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _terminate_live_engines() -> None:
+    with _live_lock:
+        engines = list(_live_engines)
+    for engine in engines:
+        engine.terminate()
+    for engine in engines:
+        engine.join(timeout=5)
+
+
+def _terminate(engine: Engine) -> None:
+    engine.terminate()
+
+
+class PoolCore:
+    """The engine plus the bookkeeping the public faces share."""
+
+    def __init__(
+        self,
+        backend: BackendName,
+        workers: int | None,
+        *,
+        context: BaseContext | str | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Sequence[Any] = (),
+        max_tasks_per_worker: int | None = None,
+        worker_state: Callable[[], Any] | None = None,
+        options: TaskOptions | None = None,
+    ) -> None:
+        if workers is None:
+            workers = available_cpus()
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        kwargs = dict(
+            initializer=initializer,
+            initargs=tuple(initargs),
+            worker_state=worker_state,
+            max_tasks=max_tasks_per_worker,
+        )
+        backend_obj = (
+            ProcessBackend(context, **kwargs) if backend == "process" else ThreadBackend(**kwargs)
+        )
+        self.engine = Engine(backend_obj, workers, max_tasks_per_worker=max_tasks_per_worker)
+        self.options = options or TaskOptions()
+        self._feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
+        self.engine.start()
+        with _live_lock:
+            _live_engines.add(self.engine)
+
+    @property
+    def size(self) -> int:
+        return self.engine.size
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def sizer(self, chunksize: int | None) -> ChunkSizer:
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+        return ChunkSizer(chunksize, self.engine.size)
+
+    def submit_call(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        sink: Sink,
+        options: TaskOptions | None = None,
+    ) -> Job:
+        job = Job(
+            fn, CallMode.CALL, sink, options or self.options, self.sizer(1), [(tuple(args), kwargs)]
+        )
+        self.engine.submit(job)
+        return job
+
+    def submit_items(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        mode: CallMode,
+        sink: Sink,
+        *,
+        chunksize: int | None = None,
+        options: TaskOptions | None = None,
+    ) -> Job:
+        job = Job(fn, mode, sink, options or self.options, self.sizer(chunksize), items)
+        self.engine.submit(job)
+        return job
+
+    def iterate(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        mode: CallMode,
+        *,
+        ordered: bool = True,
+        chunksize: int | None = None,
+        options: TaskOptions | None = None,
+        timeout_error: type[BaseException] = TimeoutError,
+    ) -> ResultIterator[Any]:
+        """Run ``fn`` over a (possibly endless) iterable, reading it lazily."""
+        iterator = iter(iterable)
+        buffer = ResultBuffer(ordered)
+        job = Job(fn, mode, buffer, options or self.options, self.sizer(chunksize))
+        self.engine.submit(job)
+        feeder = Feeder(self.engine, job, iterator)
+        buffer.on_take = feeder.release
+        self._feeders.add(feeder)
+        feeder.start()
+        return ResultIterator(self.engine, job, buffer, feeder, timeout_error)
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        # join() means "wait for everything submitted": lazy inputs are read to the end
+        # even if nobody consumes their results (the stdlib's semantics).
+        for feeder in list(self._feeders):
+            feeder.unbound()
+        finished = self.engine.join(timeout)
+        if finished:
+            with _live_lock:
+                _live_engines.discard(self.engine)
+        return finished
+
+    def terminate(self) -> None:
+        for feeder in list(self._feeders):
+            feeder.stop()
+        self.engine.terminate()
+        self.engine.join(timeout=10)
+        with _live_lock:
+            _live_engines.discard(self.engine)
+
+    def stats(self) -> PoolStats:
+        return self.engine.stats()
+
+
+class ResultIterator(Generic[T]):
+    """Iterator over a lazy map's results (``imap``); also ``next(timeout)``.
+
+    Dropping it (or breaking out of the loop) cancels the items not yet started and stops
+    reading the input.
+
+    Example::
+
+        for value in pool.imap(work, endless()):
+            if good_enough(value):
+                break          # no more input is read, queued items are withdrawn
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        job: Job,
+        buffer: ResultBuffer,
+        feeder: Feeder,
+        timeout_error: type[BaseException],
+    ) -> None:
+        self._buffer = buffer
+        self._timeout_error = timeout_error
+        self._job = job
+        self._engine = engine
+        self._feeder = feeder
+        self._finalizer = weakref.finalize(self, _abandon, engine, job, feeder)
+
+    def __iter__(self) -> ResultIterator[T]:
+        return self
+
+    def next(self, timeout: float | None = None) -> T:
+        success, value = self._buffer.take(timeout, self._timeout_error)
+        if success:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    __next__ = next
+
+    def cancel(self) -> None:
+        """Withdraw what has not started and stop reading the input."""
+        self._finalizer()
+
+    @property
+    def items_read(self) -> int:
+        """How many items have been read from the input so far."""
+        return self._feeder.items_read
+
+
+def _abandon(engine: Engine, job: Job, feeder: Feeder) -> None:
+    feeder.stop()
+    if not job.complete:
+        engine.cancel(job)
+
+
+__all__ = ["BackendName", "PoolCore", "ResultIterator", "_terminate"]

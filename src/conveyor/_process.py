@@ -1,0 +1,377 @@
+"""Process backend: worker processes, their channels, and the supervisor thread.
+
+Threads and pipes, and who owns them:
+
+- ``conveyor-supervisor`` (one per pool) owns the selector: it reads every worker's
+  channel, watches every worker's process sentinel, flushes writes the socket could not
+  take at once, and enforces deadlines. It is the only thread that reads channels and the
+  only one that changes the selector.
+- Caller threads write chunks straight into a worker's channel (under the engine lock) so
+  a ``submit`` costs no thread hand-off on the way in.
+- A wake-up pipe lets other threads interrupt the supervisor's ``select``.
+
+Why forkserver by default: the parent has threads (the supervisor, callers), and forking a
+process with threads can copy a lock held by another thread into the child, deadlocking it.
+The fork server is a single-threaded process forked once; workers fork from it. It also
+preloads conveyor's worker module so each worker starts in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import selectors
+import threading
+import time
+from multiprocessing.context import BaseContext
+from typing import Any
+
+import cloudpickle
+
+from . import _worker
+from ._channel import ChannelClosed, ParentEnd, make_socket_pair
+from ._engine import EncodeError, Engine, Slot
+from ._scheduler import Chunk
+from ._serialize import dumps, unpack_exception
+from .errors import SerializationError
+
+# The supervisor wakes at least this often even with nothing to do: a cheap safety net
+# so that no missed wake-up can ever turn into a hang.
+MAX_POLL_S = 1.0
+_WAKE, _CHANNEL, _SENTINEL = "wake", "channel", "sentinel"
+
+
+def default_context() -> BaseContext:
+    """forkserver where it exists (POSIX), else spawn; see the module docstring for why."""
+    methods = multiprocessing.get_all_start_methods()
+    method = "forkserver" if "forkserver" in methods else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def resolve_context(context: BaseContext | str | None) -> BaseContext:
+    if context is None:
+        ctx = default_context()
+    elif isinstance(context, str):
+        ctx = multiprocessing.get_context(context)
+    else:
+        ctx = context
+    if ctx.get_start_method() == "forkserver":
+        _preload_worker_module(ctx)
+    return ctx
+
+
+def _preload_worker_module(ctx: BaseContext) -> None:
+    # Only effective before the fork server starts; harmless afterwards. Keeping
+    # '__main__' preserves the stdlib's behaviour for classes defined in the main script.
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # the module's singleton; no public getter exists
+    if getattr(server, "_forkserver_pid", None) is None:
+        modules = list(getattr(server, "_preload_modules", ["__main__"]))
+        if "conveyor._worker" not in modules:
+            ctx.set_forkserver_preload([*modules, "conveyor._worker"])  # type: ignore[attr-defined]
+
+
+class ProcessWorker:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, backend: ProcessBackend, slot: Slot) -> None:
+        self.backend = backend
+        self.slot = slot
+        parent_sock, child_sock = make_socket_pair()
+        try:
+            self.process = backend.ctx.Process(  # type: ignore[attr-defined]
+                target=_worker.main,
+                args=(child_sock, backend.config_bytes),
+                name=f"conveyor-worker-{slot.index}",
+            )
+            self.process.start()
+        except BaseException:
+            parent_sock.close()
+            raise
+        finally:
+            child_sock.close()
+        self.pid: int | None = self.process.pid
+        self.channel = ParentEnd(parent_sock)
+        self.write_lock = threading.Lock()
+        self.exited = False
+
+    def send(self, chunk: Chunk, send_function: bool) -> int:
+        job = chunk.job
+        function = job.func_bytes if send_function else b""
+        assert function is not None
+        items = _encode_items(chunk)
+        header = _worker.TASK_HEADER.pack(
+            _worker.RUN, chunk.id, job.func_id, int(job.mode), len(function)
+        )
+        with self.write_lock:
+            try:
+                flushed = self.channel.write(header + function + items)
+            except ChannelClosed:
+                return len(items)  # the worker is dying; its sentinel will settle the chunk
+        if not flushed:
+            self.backend.watch_writes(self)
+        return len(items)
+
+    def stop(self) -> None:
+        header = _worker.TASK_HEADER.pack(_worker.STOP, 0, 0, 0, 0)
+        with self.write_lock:
+            try:
+                flushed = self.channel.write(header)
+            except ChannelClosed:
+                return
+        if not flushed:
+            self.backend.watch_writes(self)
+
+    def kill(self) -> None:
+        if not self.exited:
+            try:
+                self.process.kill()
+            except (OSError, ValueError):
+                pass  # already reaped
+
+
+def _encode_items(chunk: Chunk) -> bytes:
+    try:
+        return dumps(chunk.items)
+    except Exception:
+        pass
+    failures: dict[int, BaseException] = {}
+    for pos, item in enumerate(chunk.items):
+        try:
+            dumps(item)
+        except Exception as exc:
+            failures[pos] = SerializationError(
+                f"cannot pickle the arguments of task {chunk.indices[pos]} "
+                f"({type(item).__name__}): {exc}"
+            )
+    raise EncodeError(failures or {-1: SerializationError("cannot pickle the chunk")})
+
+
+class ProcessBackend:
+    """Starts worker processes and runs the supervisor loop for one engine."""
+
+    name = "process"
+    pickles = True
+    can_kill = True
+
+    def __init__(
+        self,
+        context: BaseContext | str | None = None,
+        *,
+        initializer: Any = None,
+        initargs: tuple[Any, ...] = (),
+        worker_state: Any = None,
+        max_tasks: int | None = None,
+    ) -> None:
+        self.ctx = resolve_context(context)
+        config = _worker.WorkerConfig(
+            initializer=initializer,
+            initargs=tuple(initargs),
+            worker_state=worker_state,
+            max_tasks=max_tasks,
+            pool_pid=os.getpid(),
+            forkserver=self.ctx.get_start_method() == "forkserver",
+        )
+        try:
+            self.config_bytes = cloudpickle.dumps(config)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot pickle the pool's initializer, initargs or worker_state: {exc}"
+            ) from exc
+        self.engine: Engine | None = None
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
+        self._new: list[ProcessWorker] = []
+        self._want_write: set[ProcessWorker] = set()
+        self._requests = threading.Lock()
+        self._live: dict[int, ProcessWorker] = {}  # by pid
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # --- Backend interface -------------------------------------------------------------
+
+    def start(self, engine: Engine) -> None:
+        self.engine = engine
+        self._thread = threading.Thread(
+            target=self._run, name="conveyor-supervisor", daemon=True
+        )
+        self._thread.start()
+
+    def spawn(self, slot: Slot) -> ProcessWorker:
+        worker = ProcessWorker(self, slot)
+        with self._requests:
+            self._new.append(worker)
+        self.wakeup()
+        return worker
+
+    def watch_writes(self, worker: ProcessWorker) -> None:
+        with self._requests:
+            self._want_write.add(worker)
+        self.wakeup()
+
+    def wakeup(self) -> None:
+        with self._requests:
+            if self._closed:
+                return  # the pipe is closed; its fd number may belong to a new file now
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # a wake-up is already pending
+
+    def shutdown(self, timeout: float | None) -> bool:
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            self.wakeup()
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def live_pids(self) -> list[int]:
+        return list(self._live)
+
+    # --- the supervisor loop -----------------------------------------------------------
+
+    def _run(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        try:
+            deadline: float | None = None
+            while not self._finished(engine):
+                self._apply_requests()
+                timeout = MAX_POLL_S
+                if deadline is not None:
+                    timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+                for key, mask in self._selector.select(timeout):
+                    self._handle_event(key.data, mask)
+                deadline = engine.tick(time.monotonic())
+        finally:
+            self._close_all()
+
+    def _finished(self, engine: Engine) -> bool:
+        from ._engine import EngineState
+
+        with self._requests:
+            pending_new = bool(self._new)
+        done_states = (EngineState.STOPPING, EngineState.TERMINATED, EngineState.BROKEN)
+        return engine.state in done_states and not self._live and not pending_new
+
+    def _apply_requests(self) -> None:
+        with self._requests:
+            new, self._new = self._new, []
+            want_write, self._want_write = self._want_write, set()
+        for worker in new:
+            self._live[worker.pid or -1] = worker
+            self._selector.register(
+                worker.channel.fileno(), selectors.EVENT_READ, (_CHANNEL, worker)
+            )
+            self._selector.register(worker.process.sentinel, selectors.EVENT_READ, (_SENTINEL, worker))
+        for worker in want_write:
+            if not worker.channel.closed and worker.pid in self._live:
+                self._selector.modify(
+                    worker.channel.fileno(),
+                    selectors.EVENT_READ | selectors.EVENT_WRITE,
+                    (_CHANNEL, worker),
+                )
+
+    def _handle_event(self, data: tuple[str, ProcessWorker | None], mask: int) -> None:
+        kind, worker = data
+        if kind == _WAKE:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            return
+        assert worker is not None
+        if kind == _SENTINEL:
+            self._reap(worker)
+            return
+        if mask & selectors.EVENT_WRITE:
+            self._flush(worker)
+        if mask & selectors.EVENT_READ:
+            self._read(worker)
+
+    def _flush(self, worker: ProcessWorker) -> None:
+        with worker.write_lock:
+            try:
+                done = worker.channel.flush()
+            except ChannelClosed:
+                done = True
+        if done and not worker.channel.closed:
+            self._selector.modify(worker.channel.fileno(), selectors.EVENT_READ, (_CHANNEL, worker))
+
+    def _read(self, worker: ProcessWorker) -> None:
+        try:
+            frames = worker.channel.read_frames()
+        except ChannelClosed:
+            self._forget_channel(worker)
+            return
+        for frame in frames:
+            self._on_frame(worker, frame)
+        if worker.channel.closed:
+            self._forget_channel(worker)
+
+    def _forget_channel(self, worker: ProcessWorker) -> None:
+        try:
+            self._selector.unregister(worker.channel.fileno())
+        except (KeyError, ValueError):
+            pass
+
+    def _on_frame(self, worker: ProcessWorker, frame: bytes) -> None:
+        engine = self.engine
+        assert engine is not None
+        kind, chunk_id, compute_s = _worker.RESULT_HEADER.unpack_from(frame)
+        body = memoryview(frame)[_worker.RESULT_HEADER.size :]
+        if kind == _worker.DONE:
+            values, errors = _decode_results(body)
+            engine.on_chunk_done(worker.slot, chunk_id, values, errors, compute_s, len(frame))
+        elif kind == _worker.READY:
+            engine.on_ready(worker.slot)
+        elif kind == _worker.INIT_FAILED:
+            engine.on_init_failed(worker.slot, unpack_exception(pickle.loads(body)))
+
+    def _reap(self, worker: ProcessWorker) -> None:
+        engine = self.engine
+        assert engine is not None
+        if not worker.channel.closed:
+            self._read(worker)  # results it sent before dying still count
+        self._forget_channel(worker)
+        self._selector.unregister(worker.process.sentinel)
+        worker.process.join(timeout=5)
+        exitcode = worker.process.exitcode
+        worker.exited = True
+        self._live.pop(worker.pid or -1, None)
+        worker.channel.close()
+        worker.process.close()
+        engine.on_worker_exit(worker.slot, exitcode)
+
+    def _close_all(self) -> None:
+        for worker in list(self._live.values()):
+            worker.kill()
+            worker.process.join(timeout=5)
+            worker.channel.close()
+        self._live.clear()
+        self._selector.close()
+        with self._requests:
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+
+def _decode_results(body: memoryview) -> tuple[list[Any], dict[int, BaseException]]:
+    try:
+        values, packed = pickle.loads(body)
+    except Exception as exc:
+        error = SerializationError(f"cannot unpickle a task's result in the parent: {exc!r}")
+        return [], {-1: error}
+    if not packed:
+        return values, {}
+    return values, {pos: unpack_exception(p) for pos, p in packed.items()}
+
+
+__all__ = ["ProcessBackend", "default_context", "resolve_context"]

@@ -1,0 +1,260 @@
+"""Where results land: the stdlib-style result objects and the futures adapter.
+
+Each class here is a *sink* for the engine (``deliver``/``fail``/``abort``/``close``),
+and a face for the caller (``get``, ``next``, a ``Future``). Sinks are called outside the
+engine lock; each guards its own state.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def _run_callback(callback: Callable[[Any], Any] | None, value: Any) -> None:
+    if callback is None:
+        return
+    try:
+        callback(value)
+    except Exception:
+        # The stdlib lets this kill its result thread (and hang the pool); we report it.
+        print("Exception in a conveyor result callback:", file=sys.stderr)
+        traceback.print_exc()
+
+
+class ApplyResult(Generic[T]):
+    """The result of ``apply_async``, with the API of ``multiprocessing.pool.AsyncResult``.
+
+    Example::
+
+        res = pool.apply_async(pow, (2, 10))
+        res.get(timeout=5)   # 1024
+    """
+
+    def __init__(
+        self,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> None:
+        self._event = threading.Event()
+        self._callback = callback
+        self._error_callback = error_callback
+        self._success = False
+        self._value: Any = None
+
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._success
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> T:
+        self._event.wait(timeout)
+        if not self.ready():
+            raise multiprocessing.TimeoutError
+        if self._success:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+    def _set(self, success: bool, value: Any) -> None:
+        if self._event.is_set():
+            return
+        self._success, self._value = success, value
+        _run_callback(self._callback if success else self._error_callback, value)
+        self._event.set()
+
+    # --- sink ----------------------------------------------------------------------------
+
+    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        self._set(True, values[0])
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        self._set(False, exc)
+
+    def input_failed(self, index: int, exc: BaseException) -> None:
+        self._set(False, exc)
+
+    def abort(self, exc: BaseException) -> None:
+        self._set(False, exc)
+
+    def close(self, total: int) -> None:
+        pass
+
+    def claim(self) -> bool:
+        return True
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult[list[T]]):
+    """The result of ``map_async``: a list, or the first error (as the stdlib does)."""
+
+    def __init__(
+        self,
+        length: int,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> None:
+        super().__init__(callback, error_callback)
+        self._values: list[Any] = [None] * length
+        self._left = length
+        self._lock = threading.Lock()
+        if length == 0:
+            self._success, self._value = True, []
+            self._event.set()
+
+    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        with self._lock:
+            if isinstance(indices, range) and indices.step == 1:
+                self._values[indices.start : indices.stop] = values
+            else:
+                for index, value in zip(indices, values):
+                    self._values[index] = value
+            self._left -= len(indices)
+            finished = self._left == 0
+        if finished:
+            self._set(True, self._values)
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        with self._lock:
+            self._left -= 1
+        self._set(False, exc)
+
+
+class ResultBuffer:
+    """Results of a many-item job, buffered for an iterator (ordered or not).
+
+    ``on_take`` is told each time the consumer takes a result, which is how the feeder
+    knows it may read further.
+    """
+
+    def __init__(self, ordered: bool) -> None:
+        self._ordered = ordered
+        self._cond = threading.Condition()
+        self._by_index: dict[int, tuple[bool, Any]] = {}
+        self._arrived: collections.deque[tuple[bool, Any]] = collections.deque()
+        self._next = 0  # ordered: the index the consumer waits for; unordered: taken count
+        self._length: int | None = None
+        self._aborted: BaseException | None = None
+        self.on_take: Callable[[int], None] | None = None
+
+    # --- sink ----------------------------------------------------------------------------
+
+    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        with self._cond:
+            if self._ordered:
+                for index, value in zip(indices, values):
+                    self._by_index[index] = (True, value)
+            else:
+                self._arrived.extend((True, value) for value in values)
+            self._cond.notify_all()
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        with self._cond:
+            if self._ordered:
+                self._by_index[index] = (False, exc)
+            else:
+                self._arrived.append((False, exc))
+            self._cond.notify_all()
+
+    def input_failed(self, index: int, exc: BaseException) -> None:
+        # The iterable itself raised after ``index`` items: that is the last "result".
+        with self._cond:
+            if self._ordered:
+                self._by_index[index] = (False, exc)
+            else:
+                self._arrived.append((False, exc))
+            self._length = index + 1
+            self._cond.notify_all()
+
+    def abort(self, exc: BaseException) -> None:
+        with self._cond:
+            self._aborted = exc
+            self._cond.notify_all()
+
+    def close(self, total: int) -> None:
+        with self._cond:
+            if self._length is None:
+                self._length = total
+            self._cond.notify_all()
+
+    def claim(self) -> bool:
+        return True
+
+    # --- consumer ------------------------------------------------------------------------
+
+    def take(self, timeout: float | None, timeout_error: type[BaseException]) -> tuple[bool, Any]:
+        """Wait for the next result; raise StopIteration at the end."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                outcome = self._pop()
+                if outcome is not None:
+                    break
+                if self._length is not None and self._next >= self._length:
+                    raise StopIteration
+                if self._aborted is not None:
+                    raise self._aborted
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise timeout_error()
+                self._cond.wait(remaining)
+        if self.on_take is not None:
+            self.on_take(1)
+        return outcome
+
+    def _pop(self) -> tuple[bool, Any] | None:
+        if self._ordered:
+            outcome = self._by_index.pop(self._next, None)
+        else:
+            outcome = self._arrived.popleft() if self._arrived else None
+        if outcome is not None:
+            self._next += 1
+        return outcome
+
+
+class FutureSink:
+    """Adapts a single-task job to a ``concurrent.futures.Future``."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+
+    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        if not self.future.done():
+            self.future.set_result(values[0])
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    input_failed = fail
+
+    def abort(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def close(self, total: int) -> None:
+        pass
+
+    def claim(self) -> bool:
+        # A future cancelled while it waited must not run (the stdlib's contract).
+        if self.future.running():
+            return True
+        if self.future.done():
+            return False
+        return self.future.set_running_or_notify_cancel()

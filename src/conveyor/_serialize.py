@@ -1,0 +1,170 @@
+"""How objects cross the process boundary: pickling of data, functions and exceptions.
+
+Data (arguments, results) goes through the stdlib's C pickler first because it is several
+times faster than cloudpickle for plain data; only what it refuses (lambdas, closures,
+local classes) falls back to cloudpickle. Functions always go through cloudpickle, once per
+worker (see ``FunctionTable``), so a lambda or a function defined in a REPL just works.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from .errors import RemoteTraceback, SerializationError, UnpicklableExceptionError
+
+PROTOCOL = 5
+# How many distinct functions a worker remembers. The parent mirrors each worker's table
+# with the same LRU policy and the same order of use, so both sides evict the same entry
+# and the parent always knows whether a worker still holds a function.
+FUNCTION_TABLE_SIZE = 64
+
+_PICKLE_FAILURES = (pickle.PicklingError, TypeError, AttributeError, ValueError)
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj``: the fast C pickler, or cloudpickle for what it cannot handle."""
+    try:
+        return pickle.dumps(obj, PROTOCOL)
+    except _PICKLE_FAILURES:
+        return cloudpickle.dumps(obj, PROTOCOL)
+
+
+loads = pickle.loads
+
+
+def dumps_function(fn: Callable[..., Any]) -> bytes:
+    """Pickle a callable by value where needed (lambdas, closures, ``__main__``)."""
+    try:
+        return cloudpickle.dumps(fn, PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot pickle the function {describe_callable(fn)}: {exc}"
+        ) from exc
+
+
+def describe_callable(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def describe_call(fn: Any, index: int | None = None) -> str:
+    where = f" (item {index})" if index is not None else ""
+    return f"{describe_callable(fn)}(){where}"
+
+
+def unpicklable_reason(obj: Any) -> str | None:
+    """Why ``obj`` cannot be pickled, or None if it can."""
+    try:
+        dumps(obj)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# --- exceptions --------------------------------------------------------------------------
+
+
+def pack_exception(exc: BaseException) -> tuple[str, Any, str]:
+    """Turn an exception raised in a worker into something that surely crosses back.
+
+    Returns ``(kind, payload, formatted_traceback)``. The exception is pickled *and*
+    unpickled here, in the worker, because many exception classes pickle fine but fail to
+    unpickle (a custom ``__init__`` signature); finding out in the parent would be too late
+    to say which task it was.
+    """
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    # The traceback and chained exceptions hold frames; drop them before pickling.
+    exc.__traceback__ = None
+    try:
+        data = dumps(exc)
+        pickle.loads(data)
+    except Exception:
+        return ("text", (type(exc).__qualname__, _safe_str(exc)), tb)
+    return ("pickle", data, tb)
+
+
+def unpack_exception(packed: tuple[str, Any, str]) -> BaseException:
+    kind, payload, tb = packed
+    if kind == "pickle":
+        exc: BaseException = pickle.loads(payload)
+    else:
+        type_name, message = payload
+        exc = UnpicklableExceptionError(type_name, message, tb)
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+    return exc
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() failed>"
+
+
+# --- functions ---------------------------------------------------------------------------
+
+
+class FunctionTable:
+    """A bounded LRU of functions keyed by a small integer id.
+
+    The worker keeps one (id -> function); the parent keeps one per worker (id -> True) as
+    a mirror. Both are touched in the same order (the channel is FIFO) so they evict alike.
+    """
+
+    def __init__(self, size: int = FUNCTION_TABLE_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[int, Any] = OrderedDict()
+
+    def get(self, key: int) -> Any:
+        value = self._entries[key]
+        self._entries.move_to_end(key)
+        return value
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._entries
+
+    def touch(self, key: int) -> bool:
+        """Mark ``key`` used; return False (and do nothing) if it is not held."""
+        if key not in self._entries:
+            return False
+        self._entries.move_to_end(key)
+        return True
+
+    def put(self, key: int, value: Any) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+class FunctionRegistry:
+    """Parent side: gives each distinct callable an id and pickles it once.
+
+    Holds a strong reference to each registered callable so its ``id()`` cannot be reused
+    by another object while the entry lives.
+    """
+
+    def __init__(self, size: int = 4 * FUNCTION_TABLE_SIZE) -> None:
+        self._size = size
+        self._by_identity: OrderedDict[int, tuple[Any, int, bytes | None]] = OrderedDict()
+        self._next_id = 0
+
+    def register(self, fn: Callable[..., Any], *, pickled: bool) -> tuple[int, bytes | None]:
+        """Return the callable's id, and its pickle when ``pickled`` (made once)."""
+        entry = self._by_identity.get(id(fn))
+        if entry is not None and entry[0] is fn:
+            self._by_identity.move_to_end(id(fn))
+            return entry[1], entry[2]
+        data = dumps_function(fn) if pickled else None
+        self._next_id += 1
+        self._by_identity[id(fn)] = (fn, self._next_id, data)
+        while len(self._by_identity) > self._size:
+            self._by_identity.popitem(last=False)
+        return self._next_id, data

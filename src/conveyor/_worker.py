@@ -1,0 +1,215 @@
+"""The worker process: read a chunk, run it, send the results back. No policy lives here.
+
+A worker runs ``main`` in a process started by ``_process.py``. It ignores SIGINT (the
+parent decides what Ctrl-C means), exits when its channel closes (the parent is gone), when
+it is told to stop, or after ``max_tasks`` tasks. Message layouts are defined here and in
+``_process.py`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+import cloudpickle
+
+from ._channel import ChannelClosed, WorkerEnd
+from ._execute import FAILED, CallMode, install_state, run_chunk
+from ._serialize import FunctionTable, dumps, pack_exception
+from .errors import SerializationError
+
+# parent -> worker: kind, chunk id, function id, call mode, function-bytes length
+TASK_HEADER = struct.Struct("<BQQBQ")
+RUN, STOP = 1, 2
+# worker -> parent: kind, chunk id, compute seconds
+RESULT_HEADER = struct.Struct("<BQd")
+DONE, READY, INIT_FAILED = 1, 2, 3
+# Exit code of a worker whose initializer failed (distinct from a crash).
+INIT_FAILED_EXIT = 3
+# How often a fork/spawn worker checks that the pool's process still lives.
+PARENT_POLL_S = 0.5
+
+
+class WorkerConfig:
+    """What a worker needs to start; pickled with cloudpickle by the parent."""
+
+    def __init__(
+        self,
+        initializer: Any,
+        initargs: tuple[Any, ...],
+        worker_state: Any,
+        max_tasks: int | None,
+        pool_pid: int,
+        forkserver: bool,
+    ) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+        self.worker_state = worker_state
+        self.max_tasks = max_tasks
+        self.pool_pid = pool_pid
+        self.forkserver = forkserver
+
+
+class _BrokenFunction:
+    """Stands in for a function the worker could not unpickle; every call reports why."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise SerializationError(
+            f"the worker could not unpickle the task's function: {self.error!r}"
+        ) from self.error
+
+
+def main(sock: Any, config_bytes: bytes) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = WorkerEnd(sock)
+    config: WorkerConfig = cloudpickle.loads(config_bytes)
+    _die_with_parent(config.pool_pid, config.forkserver)
+    install_state(config.worker_state, per_thread=False)
+    if config.initializer is not None:
+        try:
+            config.initializer(*config.initargs)
+        except BaseException as exc:
+            _send(channel, INIT_FAILED, 0, 0.0, pack_exception(exc))
+            sys.stdout.flush()
+            os._exit(INIT_FAILED_EXIT)
+    _send(channel, READY, 0, 0.0, os.getpid())
+    try:
+        _serve(channel, config.max_tasks)
+    except ChannelClosed:
+        pass  # the parent is gone or closed our channel: nothing left to do
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _serve(channel: WorkerEnd, max_tasks: int | None) -> None:
+    functions = FunctionTable()
+    done = 0
+    while max_tasks is None or done < max_tasks:
+        frame = channel.recv()
+        kind, chunk_id, func_id, mode, func_len = TASK_HEADER.unpack_from(frame)
+        if kind == STOP:
+            return
+        offset = TASK_HEADER.size
+        if func_len:
+            functions.put(func_id, _load_function(frame[offset : offset + func_len]))
+        fn = functions.get(func_id)
+        try:
+            items = pickle.loads(frame[offset + func_len :])
+        except Exception as exc:
+            _send(channel, DONE, chunk_id, 0.0, _unpickle_failure(exc))
+            continue
+        values, errors, compute_s = run_chunk(fn, CallMode(mode), items)
+        del items
+        _send_results(channel, chunk_id, values, errors, compute_s)
+        done += len(values)
+
+
+def _load_function(data: Any) -> Any:
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:
+        return _BrokenFunction(exc)
+
+
+def _unpickle_failure(exc: BaseException) -> tuple[Any, Any]:
+    error = SerializationError(f"the worker could not unpickle the task's arguments: {exc!r}")
+    return (None, {-1: pack_exception(error)})
+
+
+def _send_results(
+    channel: WorkerEnd,
+    chunk_id: int,
+    values: list[Any],
+    errors: dict[int, BaseException],
+    compute_s: float,
+) -> None:
+    packed = {pos: pack_exception(exc) for pos, exc in errors.items()} if errors else None
+    if packed:
+        values = [None if v is FAILED else v for v in values]
+    try:
+        payload = dumps((values, packed))
+    except Exception:
+        values, packed = _isolate_unpicklable_results(values, packed or {})
+        payload = dumps((values, packed))
+    channel.send(RESULT_HEADER.pack(DONE, chunk_id, compute_s) + payload)
+
+
+def _isolate_unpicklable_results(
+    values: list[Any], packed: dict[int, Any]
+) -> tuple[list[Any], dict[int, Any]]:
+    """Replace each result that cannot be pickled by an error naming it."""
+    for pos, value in enumerate(values):
+        if pos in packed:
+            continue
+        try:
+            dumps(value)
+        except Exception as exc:
+            values[pos] = None
+            packed[pos] = pack_exception(
+                SerializationError(
+                    f"the result of item {pos} of the chunk ({type(value).__name__}) could "
+                    f"not be pickled to send it back: {exc}"
+                )
+            )
+    return values, packed
+
+
+def _send(channel: WorkerEnd, kind: int, chunk_id: int, compute_s: float, body: Any) -> None:
+    channel.send(RESULT_HEADER.pack(kind, chunk_id, compute_s) + dumps(body))
+
+
+def _die_with_parent(pool_pid: int, forkserver: bool) -> None:
+    """Make sure this worker does not outlive the pool's process, even when it is SIGKILLed.
+
+    Under forkserver our parent is the fork server, which exits when the pool's process
+    dies, so the kernel's parent-death signal (Linux ``prctl``) does the job at no cost. A
+    worker started by fork or spawn is the pool process's child, but the death signal
+    would follow the *thread* that started it, so a small watchdog thread polls instead.
+    """
+    if forkserver and _set_parent_death_signal():
+        if not _alive(pool_pid):  # it died before we asked
+            os._exit(1)
+        return
+    threading.Thread(
+        target=_watch_parent, args=(pool_pid,), name="conveyor-parent-watch", daemon=True
+    ).start()
+
+
+def _set_parent_death_signal() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        return libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch_parent(pool_pid: int) -> None:
+    while os.getppid() == pool_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)

@@ -1,0 +1,238 @@
+"""Every exception conveyor raises, in one hierarchy under :class:`ConveyorError`.
+
+Each class also subclasses the stdlib exception a caller would already catch, so code
+written against ``multiprocessing`` or ``concurrent.futures`` keeps working::
+
+    try:
+        future.result()
+    except BrokenProcessPool:      # still catches conveyor.WorkerCrashedError
+        ...
+"""
+
+from __future__ import annotations
+
+import signal
+from concurrent.futures import CancelledError as _FuturesCancelledError
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+__all__ = [
+    "ConveyorError",
+    "PoolClosedError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskCancelledError",
+    "TaskExitError",
+    "TaskTimeoutError",
+    "UnpicklableExceptionError",
+    "WorkerCrashedError",
+    "WorkerInitError",
+]
+
+
+class ConveyorError(Exception):
+    """Base class of every error conveyor raises itself.
+
+    Example::
+
+        try:
+            conveyor.map(work, items)
+        except conveyor.ConveyorError as exc:
+            print("conveyor failed:", exc)
+    """
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of an exception raised in a worker.
+
+    Attached as ``__cause__`` of the re-raised exception, the stdlib convention, so the
+    traceback printed in the parent shows where the task failed in the worker.
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "an unknown cause"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = {
+            "SIGKILL": " (often the kernel's OOM killer, or a kill -9)",
+            "SIGSEGV": " (a segmentation fault, usually in a C extension)",
+            "SIGABRT": " (an abort, usually a failed assertion in a C extension)",
+            "SIGBUS": " (a bus error: bad memory access or a truncated mmap)",
+        }.get(name, "")
+        return f"{name}{hint}"
+    return f"exit code {exitcode}"
+
+
+class WorkerCrashedError(ConveyorError, BrokenProcessPool):
+    """A worker process died while it held this task.
+
+    Subclasses :class:`concurrent.futures.process.BrokenProcessPool`, so existing
+    ``except BrokenProcessPool`` clauses still catch it; unlike the stdlib, only the tasks
+    the dead worker held fail, and the pool goes on.
+
+    Attributes: ``pid``, ``exitcode`` (negative: the signal number), ``task`` (a short
+    description of the task), ``attempts`` (how many times it ran).
+
+    Example::
+
+        try:
+            fut.result()
+        except conveyor.WorkerCrashedError as exc:
+            print(exc.exitcode, exc.task)
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        task: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.task = task
+        self.attempts = attempts
+        if message is None:
+            message = (
+                f"worker process {pid} died with {_describe_exit(exitcode)} while running "
+                f"{task or 'a task'} (attempt {attempts}). Likely causes: a crash in native "
+                "code, the OOM killer, os._exit() or an external kill. Pass retries=N to "
+                "retry such tasks on a fresh worker."
+            )
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_crash,
+            (str(self), self.pid, self.exitcode, self.task, self.attempts),
+        )
+
+
+def _rebuild_crash(
+    message: str, pid: int | None, exitcode: int | None, task: str | None, attempts: int
+) -> WorkerCrashedError:
+    return WorkerCrashedError(message, pid=pid, exitcode=exitcode, task=task, attempts=attempts)
+
+
+class TaskTimeoutError(ConveyorError, TimeoutError):
+    """A task ran longer than its per-task ``timeout``.
+
+    In a process pool the worker running it is stopped and replaced; a thread cannot be
+    stopped, so in a thread pool the caller gets this error while the thread runs on.
+
+    Example::
+
+        pool.map(slow, items, timeout=2.0)   # raises TaskTimeoutError for a stuck item
+    """
+
+    def __init__(self, message: str, *, task: str | None = None, timeout: float | None = None):
+        super().__init__(message)
+        self.task = task
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_timeout, (str(self), self.task, self.timeout))
+
+
+def _rebuild_timeout(message: str, task: str | None, timeout: float | None) -> TaskTimeoutError:
+    return TaskTimeoutError(message, task=task, timeout=timeout)
+
+
+class TaskCancelledError(ConveyorError, _FuturesCancelledError):
+    """The task was cancelled before it produced a result.
+
+    Example::
+
+        fut.cancel()
+        fut.result()   # raises concurrent.futures.CancelledError
+    """
+
+
+class TaskExitError(ConveyorError):
+    """A task called ``sys.exit()`` (raised ``SystemExit``).
+
+    The worker survives and the caller gets this error rather than a ``SystemExit`` that
+    would end the caller's own thread. ``code`` is the exit code the task asked for.
+
+    Example::
+
+        fut = pool.submit(sys.exit, 3)
+        fut.exception().code   # 3
+    """
+
+    def __init__(self, code: object = None) -> None:
+        super().__init__(f"task called sys.exit({code!r}); the worker was kept alive")
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskExitError, (self.code,))
+
+
+class SerializationError(ConveyorError, TypeError):
+    """A function, argument or result could not be pickled or unpickled.
+
+    Subclasses :class:`TypeError`, what :mod:`pickle` itself raises for most such cases.
+    The message names the task and the object that failed.
+
+    Example::
+
+        pool.submit(print, threading.Lock())   # SerializationError: cannot pickle ...
+    """
+
+
+class UnpicklableExceptionError(ConveyorError):
+    """A task raised an exception that could not cross the process boundary.
+
+    Carries the original exception's type name and message as text.
+
+    Example::
+
+        except conveyor.UnpicklableExceptionError as exc:
+            print(exc.type_name, exc.message)
+    """
+
+    def __init__(self, type_name: str, message: str, tb: str = "") -> None:
+        super().__init__(
+            f"task raised {type_name}: {message} (the exception itself could not be "
+            "pickled, so conveyor re-raises it as this error)"
+        )
+        self.type_name = type_name
+        self.message = message
+        self.tb = tb
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (UnpicklableExceptionError, (self.type_name, self.message, self.tb))
+
+
+class WorkerInitError(ConveyorError, RuntimeError):
+    """A worker's ``initializer`` failed, so the pool cannot start workers.
+
+    Raised to the caller (and set on every pending task) instead of respawning forever.
+
+    Example::
+
+        with conveyor.Pool(2, initializer=broken) as pool:
+            pool.map(f, items)   # WorkerInitError: initializer broken() raised ...
+    """
+
+
+class PoolClosedError(ConveyorError, ValueError):
+    """Work was submitted to a pool that is closed or shut down.
+
+    Subclasses :class:`ValueError`, what ``multiprocessing.Pool`` raises; executors raise
+    :class:`RuntimeError` with the stdlib's message instead.
+    """
