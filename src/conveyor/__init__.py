@@ -15,7 +15,9 @@ from .errors import (
     WorkerCrashedError,
     WorkerInitError,
 )
+from .executor import ProcessPoolExecutor, ThreadPoolExecutor
 from .pool import AsyncResult, Pool, ThreadPool
+from .workers import WorkerPool, imap, map, shared_pool, submit
 
 __all__ = [
     "AsyncResult",
@@ -23,16 +25,23 @@ __all__ = [
     "Pool",
     "PoolClosedError",
     "PoolStats",
+    "ProcessPoolExecutor",
     "RemoteTraceback",
     "SerializationError",
     "TaskCancelledError",
     "TaskExitError",
     "TaskTimeoutError",
     "ThreadPool",
+    "ThreadPoolExecutor",
     "UnpicklableExceptionError",
     "WorkerCrashedError",
     "WorkerInitError",
+    "WorkerPool",
     "WorkerStats",
     "available_cpus",
+    "imap",
+    "map",
+    "shared_pool",
+    "submit",
     "worker_state",
 ]

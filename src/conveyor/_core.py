@@ -19,6 +19,7 @@ from ._engine import Engine
 from ._execute import CallMode
 from ._feeder import Feeder
 from ._process import ProcessBackend
+from ._progress import ProgressArg, with_progress
 from ._results import ResultBuffer
 from ._scheduler import ChunkSizer, Job, Sink, TaskOptions
 from ._stats import PoolStats
@@ -27,18 +28,24 @@ from ._thread import ThreadBackend
 T = TypeVar("T")
 BackendName = Literal["process", "thread"]
 
-# Pools still running at interpreter exit are terminated, so no worker outlives us.
-_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+# Engines alive at interpreter exit, and whether to let them finish their work first
+# (executors, as the stdlib's do) or terminate them (pools, as the stdlib's finalizer does).
+# Either way no worker outlives the interpreter.
+_live_engines: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 _live_lock = threading.Lock()
 
 
 @atexit.register
-def _terminate_live_engines() -> None:
+def _stop_live_engines() -> None:
     with _live_lock:
-        engines = list(_live_engines)
-    for engine in engines:
-        engine.terminate()
-    for engine in engines:
+        engines = list(_live_engines.items())
+    for engine, finish in engines:
+        if finish:
+            engine.close()
+            engine.join()
+        else:
+            engine.terminate()
+    for engine, _ in engines:
         engine.join(timeout=5)
 
 
@@ -60,6 +67,8 @@ class PoolCore:
         max_tasks_per_worker: int | None = None,
         worker_state: Callable[[], Any] | None = None,
         options: TaskOptions | None = None,
+        finish_at_exit: bool = False,
+        thread_name_prefix: str = "conveyor-worker",
     ) -> None:
         if workers is None:
             workers = available_cpus()
@@ -72,14 +81,16 @@ class PoolCore:
             max_tasks=max_tasks_per_worker,
         )
         backend_obj = (
-            ProcessBackend(context, **kwargs) if backend == "process" else ThreadBackend(**kwargs)
+            ProcessBackend(context, **kwargs)
+            if backend == "process"
+            else ThreadBackend(name_prefix=thread_name_prefix, **kwargs)
         )
         self.engine = Engine(backend_obj, workers, max_tasks_per_worker=max_tasks_per_worker)
         self.options = options or TaskOptions()
         self._feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
         self.engine.start()
         with _live_lock:
-            _live_engines.add(self.engine)
+            _live_engines[self.engine] = finish_at_exit
 
     @property
     def size(self) -> int:
@@ -130,11 +141,14 @@ class PoolCore:
         chunksize: int | None = None,
         options: TaskOptions | None = None,
         timeout_error: type[BaseException] = TimeoutError,
+        progress: ProgressArg = False,
+        progress_total: int | None = None,
     ) -> ResultIterator[Any]:
         """Run ``fn`` over a (possibly endless) iterable, reading it lazily."""
         iterator = iter(iterable)
         buffer = ResultBuffer(ordered)
-        job = Job(fn, mode, buffer, options or self.options, self.sizer(chunksize))
+        sink = with_progress(buffer, progress, progress_total)
+        job = Job(fn, mode, sink, options or self.options, self.sizer(chunksize))
         self.engine.submit(job)
         feeder = Feeder(self.engine, job, iterator)
         buffer.on_take = feeder.release
@@ -155,7 +169,7 @@ class PoolCore:
         finished = self.engine.join(timeout)
         if finished:
             with _live_lock:
-                _live_engines.discard(self.engine)
+                _live_engines.pop(self.engine, None)
         return finished
 
     def terminate(self) -> None:
@@ -164,7 +178,7 @@ class PoolCore:
         self.engine.terminate()
         self.engine.join(timeout=10)
         with _live_lock:
-            _live_engines.discard(self.engine)
+            _live_engines.pop(self.engine, None)
 
     def stats(self) -> PoolStats:
         return self.engine.stats()

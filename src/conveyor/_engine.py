@@ -240,8 +240,7 @@ class Engine:
             job.end_input(total)
             if error is not None:
                 out.append((job.sink.input_failed, (total, error)))
-            if job.complete and job.id in self._active:
-                self._finish_job(job, out)
+            self._finish_if_complete(job, out)
 
     def cancel(self, job: Job) -> int:
         """Withdraw a job's items that have not been sent; return how many were withdrawn."""
@@ -346,8 +345,7 @@ class Engine:
         job = chunk.job
         job.finished += len(chunk)
         self._counters.tasks_cancelled += len(chunk)
-        if job.complete and job.id in self._active:
-            self._finish_job(job, out)
+        self._finish_if_complete(job, out)
 
     def _drop_unsendable(self, chunk: Chunk, failures: dict[int, BaseException], out: list[Thunk]) -> None:
         """Fail the items that cannot be pickled; keep the rest of the chunk."""
@@ -359,8 +357,7 @@ class Engine:
             self._fail_item(job, chunk.indices[pos], exc, out)
         chunk.indices = [chunk.indices[pos] for pos in keep]
         chunk.items = [chunk.items[pos] for pos in keep]
-        if job.complete and job.id in self._active:
-            self._finish_job(job, out)
+        self._finish_if_complete(job, out)
 
     # --- outcomes (called by backends) -------------------------------------------------
 
@@ -415,10 +412,10 @@ class Engine:
             job.finished += len(indices)
             self._counters.tasks_done += len(indices)
             out.append((job.sink.deliver, (indices, values)))
-        if job.complete and job.id in self._active:
-            self._finish_job(job, out)
+        self._finish_if_complete(job, out)
 
     def _fail_item(self, job: Job, index: int, exc: BaseException, out: list[Thunk]) -> None:
+        """Record a failed task; the caller calls ``_finish_if_complete`` when done."""
         job.finished += 1
         self._counters.tasks_failed += 1
         out.append((job.sink.fail, (index, exc)))
@@ -450,6 +447,8 @@ class Engine:
             if held:
                 pid = slot.handle.pid if slot.handle else None
                 self._settle_lost_chunks(slot, held, pid, exitcode, out)
+                for job in {chunk.job for chunk in held}:
+                    self._finish_if_complete(job, out)
             # A slot replaced earlier (a thread abandoned after a timeout) is not replaced twice.
             if any(s is slot for s in self._slots) and self._should_replace():
                 self._counters.retired_busy_s += slot.busy_s
@@ -509,8 +508,7 @@ class Engine:
             if job.cancelled:
                 job.finished += len(chunk)
                 self._counters.tasks_cancelled += len(chunk)
-                if job.complete and job.id in self._active:
-                    self._finish_job(job, out)
+                self._finish_if_complete(job, out)
                 continue
             if split:
                 for index, item in zip(chunk.indices, chunk.items):
@@ -570,10 +568,15 @@ class Engine:
                 ),
                 out,
             )
+        self._finish_if_complete(chunk.job, out)
         self._replace(slot)
         self._dispatch(out)
 
     # --- completion --------------------------------------------------------------------
+
+    def _finish_if_complete(self, job: Job, out: list[Thunk]) -> None:
+        if job.complete and job.id in self._active:
+            self._finish_job(job, out)
 
     def _finish_job(self, job: Job, out: list[Thunk]) -> None:
         del self._active[job.id]

@@ -32,7 +32,7 @@ class ThreadWorker:
         self.inbox: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
         self.abandoned = False
         self.thread = threading.Thread(
-            target=self._run, name=f"conveyor-worker-{slot.index}", daemon=True
+            target=self._run, name=f"{backend.name_prefix}_{slot.index}", daemon=True
         )
         self.thread.start()
 
@@ -99,7 +99,9 @@ class ThreadBackend:
         initargs: tuple[Any, ...] = (),
         worker_state: Any = None,
         max_tasks: int | None = None,
+        name_prefix: str = "conveyor-worker",
     ) -> None:
+        self.name_prefix = name_prefix
         self.initializer = initializer
         self.initargs = tuple(initargs)
         self.worker_state = worker_state

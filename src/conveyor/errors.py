@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 from concurrent.futures import CancelledError as _FuturesCancelledError
 from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
 __all__ = [
@@ -218,10 +219,12 @@ class UnpicklableExceptionError(ConveyorError):
         return (UnpicklableExceptionError, (self.type_name, self.message, self.tb))
 
 
-class WorkerInitError(ConveyorError, RuntimeError):
+class WorkerInitError(ConveyorError, BrokenProcessPool, BrokenThreadPool):
     """A worker's ``initializer`` failed, so the pool cannot start workers.
 
     Raised to the caller (and set on every pending task) instead of respawning forever.
+    Subclasses ``BrokenProcessPool`` and ``BrokenThreadPool`` (so also ``BrokenExecutor``
+    and ``RuntimeError``): what the stdlib executors raise in this case.
 
     Example::
 

@@ -1,0 +1,85 @@
+"""Progress reporting for the modern API: a tqdm bar, or a callback of the user's.
+
+The bar is fed by a sink wrapper, so the engine knows nothing of progress. tqdm is
+imported only when a bar is asked for, keeping ``import conveyor`` light.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+from ._scheduler import Sink
+
+ProgressArg = Union[bool, str, Callable[[int, "int | None"], Any], None]
+
+
+class _Bar:
+    """Counts finished tasks and shows them: tqdm, or calls ``callback(done, total)``."""
+
+    def __init__(self, progress: ProgressArg, total: int | None) -> None:
+        self._lock = threading.Lock()
+        self.done = 0
+        self.total = total
+        self._callback: Callable[[int, int | None], Any] | None = None
+        self._tqdm: Any = None
+        if callable(progress):
+            self._callback = progress
+        else:
+            from tqdm.auto import tqdm
+
+            desc = progress if isinstance(progress, str) else None
+            self._tqdm = tqdm(total=total, desc=desc, unit="task", dynamic_ncols=True)
+
+    def advance(self, count: int) -> None:
+        with self._lock:
+            self.done += count
+            done = self.done
+        if self._tqdm is not None:
+            self._tqdm.update(count)
+        if self._callback is not None:
+            self._callback(done, self.total)
+
+    def finish(self, total: int) -> None:
+        if self._tqdm is not None:
+            self._tqdm.total = total
+            self._tqdm.refresh()
+            self._tqdm.close()
+
+
+class ProgressSink:
+    """Forwards to the real sink and advances the bar for each finished task."""
+
+    def __init__(self, inner: Sink, bar: _Bar) -> None:
+        self._inner = inner
+        self._bar = bar
+
+    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        self._inner.deliver(indices, values)
+        self._bar.advance(len(indices))
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        self._inner.fail(index, exc)
+        self._bar.advance(1)
+
+    def input_failed(self, index: int, exc: BaseException) -> None:
+        self._inner.input_failed(index, exc)
+
+    def abort(self, exc: BaseException) -> None:
+        self._inner.abort(exc)
+        self._bar.finish(self._bar.done)
+
+    def close(self, total: int) -> None:
+        self._inner.close(total)
+        self._bar.finish(total)
+
+    def claim(self) -> bool:
+        return self._inner.claim()
+
+
+def with_progress(sink: Sink, progress: ProgressArg, total: int | None) -> Sink:
+    """Wrap ``sink`` so finished tasks advance a progress display (if one is wanted)."""
+    if not progress:
+        return sink
+    return ProgressSink(sink, _Bar(progress, total))

@@ -1,0 +1,229 @@
+"""Drop-in replacements for ``concurrent.futures.ProcessPoolExecutor`` and ``ThreadPoolExecutor``.
+
+They are real :class:`concurrent.futures.Executor` subclasses returning real
+:class:`concurrent.futures.Future` objects, so ``wait`` and ``as_completed`` work. Unlike the
+stdlib, a worker that dies fails only the task it was running
+(:class:`~conveyor.WorkerCrashedError`, a ``BrokenProcessPool``) and the executor goes on;
+``map`` reads its input lazily instead of submitting it all at once.
+
+Example::
+
+    from conveyor import ProcessPoolExecutor
+    from concurrent.futures import as_completed
+
+    with ProcessPoolExecutor(4) as ex:
+        futures = [ex.submit(pow, 2, n) for n in range(10)]
+        print(sorted(f.result() for f in as_completed(futures)))
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from concurrent.futures import Future
+from multiprocessing.context import BaseContext
+from typing import Any, TypeVar
+
+from ._core import BackendName, PoolCore
+from ._cpus import available_cpus
+from ._execute import CallMode
+from ._results import FutureSink
+from ._scheduler import Job, TaskOptions
+from ._stats import PoolStats
+
+T = TypeVar("T")
+
+__all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor"]
+
+
+class _PoolExecutor(futures.Executor):
+    """What both executors share: submit, map, shutdown over a :class:`PoolCore`."""
+
+    _backend: BackendName = "process"
+
+    def __init__(
+        self,
+        max_workers: int | None,
+        *,
+        context: BaseContext | str | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+        worker_state: Callable[[], Any] | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        thread_name_prefix: str = "conveyor-worker",
+    ) -> None:
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._shutdown_lock = threading.Lock()
+        self._shutdown = False
+        self._pending: dict[Future[Any], Job] = {}
+        self._core = PoolCore(
+            self._backend,
+            max_workers,
+            context=context,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_worker=max_tasks_per_child,
+            worker_state=worker_state,
+            options=TaskOptions(timeout=task_timeout, retries=retries),
+            finish_at_exit=True,
+            thread_name_prefix=thread_name_prefix,
+        )
+        self._max_workers = self._core.size
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Schedule ``fn(*args, **kwargs)``; return a :class:`concurrent.futures.Future`."""
+        with self._shutdown_lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: Future[T] = Future()
+            job = self._core.submit_call(fn, args, kwargs, FutureSink(future))
+            if not future.done():
+                self._pending[future] = job
+                future.add_done_callback(self._forget)
+            return future
+
+    def _forget(self, future: Future[Any]) -> None:
+        self._pending.pop(future, None)
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[T]:
+        """Like :func:`map`, in parallel. Input is read lazily, a few chunks ahead.
+
+        ``timeout`` bounds the wait for each result, counted from this call (stdlib
+        semantics). ``chunksize`` only sets the first chunks' size for processes; later
+        ones adapt to measured task time unless ``chunksize`` is greater than 1.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        with self._shutdown_lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            results = self._core.iterate(
+                fn,
+                zip(*iterables),
+                CallMode.STAR,
+                chunksize=chunksize if chunksize > 1 else None,
+                timeout_error=futures.TimeoutError,
+            )
+        end = None if timeout is None else time.monotonic() + timeout
+        return _timed(results, end)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work; optionally cancel what has not started; optionally wait."""
+        with self._shutdown_lock:
+            self._shutdown = True
+            if cancel_futures:
+                for future, job in list(self._pending.items()):
+                    if future.cancel():
+                        self._core.engine.cancel(job)
+            self._core.close()
+        if wait:
+            self._core.join()
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the executor's counters."""
+        return self._core.stats()
+
+
+def _timed(results: Any, end: float | None) -> Iterator[Any]:
+    try:
+        while True:
+            remaining = None if end is None else max(0.0, end - time.monotonic())
+            try:
+                yield results.next(remaining)
+            except StopIteration:
+                return
+    finally:
+        results.cancel()
+
+
+class ProcessPoolExecutor(_PoolExecutor):
+    """``concurrent.futures.ProcessPoolExecutor``, supervised.
+
+    Extra keywords: ``worker_state``, ``task_timeout`` (seconds per task), ``retries``
+    (re-runs after a worker crash).
+
+    Example::
+
+        with ProcessPoolExecutor(max_workers=2) as ex:
+            print(list(ex.map(pow, [2, 3], [5, 2])))     # [32, 9]
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: BaseContext | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        worker_state: Callable[[], Any] | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+    ) -> None:
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        super().__init__(
+            max_workers,
+            context=mp_context,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_child=max_tasks_per_child,
+            worker_state=worker_state,
+            task_timeout=task_timeout,
+            retries=retries,
+        )
+
+
+class ThreadPoolExecutor(_PoolExecutor):
+    """``concurrent.futures.ThreadPoolExecutor`` over conveyor's engine.
+
+    Example::
+
+        with ThreadPoolExecutor(max_workers=16) as ex:
+            sizes = list(ex.map(len, ["a", "bb"]))     # [1, 2]
+    """
+
+    _backend: BackendName = "thread"
+    _counter = itertools.count()
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        worker_state: Callable[[], Any] | None = None,
+        task_timeout: float | None = None,
+    ) -> None:
+        if max_workers is None:
+            # The stdlib's default: I/O-bound work wants more threads than CPUs.
+            max_workers = min(32, available_cpus() + 4)
+        self._thread_name_prefix = thread_name_prefix or (
+            f"ThreadPoolExecutor-{next(self._counter)}"
+        )
+        super().__init__(
+            max_workers,
+            initializer=initializer,
+            initargs=initargs,
+            worker_state=worker_state,
+            task_timeout=task_timeout,
+            thread_name_prefix=self._thread_name_prefix,
+        )

@@ -1,0 +1,291 @@
+"""conveyor's own API: ``WorkerPool`` and the one-call ``conveyor.map``.
+
+Per-task ``timeout`` and ``retries``, progress bars, lazy bounded input, and a shared
+pool that repeated ``conveyor.map`` calls reuse (start-up is paid once).
+
+Example::
+
+    import conveyor
+
+    squares = conveyor.map(lambda x: x * x, range(1000), progress=True)
+
+    with conveyor.WorkerPool(4, timeout=30, retries=2) as pool:
+        for row in pool.imap(parse, open("big.csv"), ordered=False):
+            ...
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from multiprocessing.context import BaseContext
+from typing import Any, TypeVar
+
+from ._core import BackendName, PoolCore, ResultIterator
+from ._execute import CallMode
+from ._progress import ProgressArg, with_progress
+from ._results import FutureSink, MapResult
+from ._scheduler import TaskOptions
+from ._stats import PoolStats
+from .errors import PoolClosedError
+
+T = TypeVar("T")
+
+__all__ = ["WorkerPool", "imap", "map", "shared_pool", "submit"]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "<pool default>"
+
+
+DEFAULT: Any = _Default()
+
+
+class WorkerPool:
+    """A supervised pool of worker processes (or threads) with conveyor's modern API.
+
+    ``timeout``: seconds a task may run before it is stopped (its worker is replaced) and
+    fails with :class:`~conveyor.TaskTimeoutError`. ``retries``: how many times a task whose
+    worker crashed is run again (default 1). Both can be overridden per call.
+    ``worker_state``: a factory run once per worker; tasks get the object from
+    :func:`conveyor.worker_state`.
+
+    Leaving a ``with`` block normally waits for the work; leaving it by an exception
+    (Ctrl-C included) terminates the pool at once.
+
+    Example::
+
+        with WorkerPool(4, timeout=10) as pool:
+            results = pool.map(score, items, progress=True)
+            future = pool.submit(score, one_item)
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        backend: BackendName = "process",
+        context: BaseContext | str | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Sequence[Any] = (),
+        worker_state: Callable[[], Any] | None = None,
+        max_tasks_per_worker: int | None = None,
+        timeout: float | None = None,
+        retries: int = 1,
+    ) -> None:
+        if backend not in ("process", "thread"):
+            raise ValueError(f"backend must be 'process' or 'thread', not {backend!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be a positive int or None, not {workers!r}")
+        self._closed = False
+        self._core = PoolCore(
+            backend,
+            workers,
+            context=context,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_worker=max_tasks_per_worker,
+            worker_state=worker_state,
+            options=TaskOptions(timeout=timeout, retries=retries),
+        )
+
+    @property
+    def workers(self) -> int:
+        """How many workers the pool runs."""
+        return self._core.size
+
+    def _options(self, timeout: Any, retries: Any) -> TaskOptions:
+        base = self._core.options
+        return TaskOptions(
+            timeout=base.timeout if timeout is DEFAULT else timeout,
+            retries=base.retries if retries is DEFAULT else retries,
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoolClosedError("this WorkerPool is closed; create a new one")
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` in a worker; return a :class:`~concurrent.futures.Future`."""
+        self._check_open()
+        future: Future[T] = Future()
+        self._core.submit_call(fn, args, kwargs, FutureSink(future))
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        items: Iterable[Any],
+        *,
+        star: bool = False,
+        chunksize: int | None = None,
+        timeout: float | None = DEFAULT,
+        retries: int = DEFAULT,
+        progress: ProgressArg = False,
+    ) -> list[T]:
+        """``[fn(x) for x in items]`` in parallel (``fn(*x)`` with ``star=True``).
+
+        Raises the first task error; the tasks not yet started are then withdrawn.
+        """
+        self._check_open()
+        options = self._options(timeout, retries)
+        mode = CallMode.STAR if star else CallMode.SINGLE
+        if not isinstance(items, (list, tuple, range)):
+            return list(self.imap(fn, items, star=star, chunksize=chunksize, timeout=timeout,
+                                  retries=retries, progress=progress))
+        result: MapResult[T] = MapResult(len(items))
+        sink = with_progress(result, progress, len(items))
+        job = self._core.submit_items(fn, items, mode, sink, chunksize=chunksize, options=options)
+        try:
+            return result.get()
+        finally:
+            if not job.complete:
+                self._core.engine.cancel(job)
+
+    def starmap(self, fn: Callable[..., T], items: Iterable[Iterable[Any]], **options: Any) -> list[T]:
+        """``[fn(*x) for x in items]`` in parallel; same options as :meth:`map`."""
+        return self.map(fn, items, star=True, **options)
+
+    def imap(
+        self,
+        fn: Callable[..., T],
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        star: bool = False,
+        chunksize: int | None = None,
+        timeout: float | None = DEFAULT,
+        retries: int = DEFAULT,
+        progress: ProgressArg = False,
+    ) -> ResultIterator[T]:
+        """Lazy map: ``items`` is read only a few chunks ahead of the consumer.
+
+        Breaking out of the loop (or dropping the iterator) stops reading and withdraws
+        the tasks not yet started. ``ordered=False`` yields results as they finish.
+        """
+        self._check_open()
+        total = len(items) if isinstance(items, Sequence) else None
+        return self._core.iterate(
+            fn,
+            items,
+            CallMode.STAR if star else CallMode.SINGLE,
+            ordered=ordered,
+            chunksize=chunksize,
+            options=self._options(timeout, retries),
+            progress=progress,
+            progress_total=total,
+        )
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the pool's counters."""
+        return self._core.stats()
+
+    def close(self) -> None:
+        """Accept no more work; workers exit once what was submitted is done."""
+        self._closed = True
+        self._core.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the workers to exit (after :meth:`close`); True if they did in time."""
+        return self._core.join(timeout)
+
+    def terminate(self) -> None:
+        """Stop now: kill the workers; unfinished tasks fail with ``TaskCancelledError``."""
+        self._closed = True
+        self._core.terminate()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+            self.join()
+        else:
+            self.terminate()
+
+
+# --- one-call API over a shared pool -------------------------------------------------------
+
+_shared: dict[tuple[str, int | None], WorkerPool] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pool(workers: int | None = None, backend: BackendName = "process") -> WorkerPool:
+    """The pool behind :func:`conveyor.map`: created on first use, then reused.
+
+    Example::
+
+        conveyor.shared_pool().stats().tasks_done
+    """
+    key = (backend, workers)
+    with _shared_lock:
+        pool = _shared.get(key)
+        if pool is None or pool._closed:
+            pool = _shared[key] = WorkerPool(workers, backend=backend)
+        return pool
+
+
+def map(  # noqa: A001 - the name users expect, as in the builtin
+    fn: Callable[..., T],
+    items: Iterable[Any],
+    *,
+    workers: int | None = None,
+    backend: BackendName = "process",
+    star: bool = False,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    retries: int = 1,
+    progress: ProgressArg = False,
+) -> list[T]:
+    """Apply ``fn`` to every item in parallel and return the results in order.
+
+    Runs on a shared pool (started once, reused by later calls). ``timeout`` is per task;
+    ``retries`` re-runs a task whose worker crashed; ``progress=True`` shows a bar.
+
+    Example::
+
+        conveyor.map(lambda x: x ** 2, range(10))   # [0, 1, 4, ..., 81]
+    """
+    return shared_pool(workers, backend).map(
+        fn, items, star=star, chunksize=chunksize, timeout=timeout, retries=retries,
+        progress=progress,
+    )
+
+
+def imap(
+    fn: Callable[..., T],
+    items: Iterable[Any],
+    *,
+    workers: int | None = None,
+    backend: BackendName = "process",
+    ordered: bool = True,
+    star: bool = False,
+    chunksize: int | None = None,
+    timeout: float | None = None,
+    retries: int = 1,
+    progress: ProgressArg = False,
+) -> Iterator[T]:
+    """Lazy :func:`map` over a shared pool: results as they come, input read on demand.
+
+    Example::
+
+        for line in conveyor.imap(str.upper, open("names.txt")):
+            print(line, end="")
+    """
+    return shared_pool(workers, backend).imap(
+        fn, items, ordered=ordered, star=star, chunksize=chunksize, timeout=timeout,
+        retries=retries, progress=progress,
+    )
+
+
+def submit(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    """Run one call on the shared process pool; return a Future.
+
+    Example::
+
+        conveyor.submit(pow, 2, 100).result()
+    """
+    return shared_pool().submit(fn, *args, **kwargs)
