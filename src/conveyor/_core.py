@@ -15,7 +15,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Generic, Literal, TypeVar
 
 from ._cpus import available_cpus
-from ._engine import Engine
+from ._engine import Backend, Engine
 from ._execute import CallMode
 from ._feeder import Feeder
 from ._process import ProcessBackend
@@ -74,17 +74,23 @@ class PoolCore:
             workers = available_cpus()
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        kwargs = dict(
-            initializer=initializer,
-            initargs=tuple(initargs),
-            worker_state=worker_state,
-            max_tasks=max_tasks_per_worker,
-        )
-        backend_obj = (
-            ProcessBackend(context, **kwargs)
-            if backend == "process"
-            else ThreadBackend(name_prefix=thread_name_prefix, **kwargs)
-        )
+        backend_obj: Backend
+        if backend == "process":
+            backend_obj = ProcessBackend(
+                context,
+                initializer=initializer,
+                initargs=tuple(initargs),
+                worker_state=worker_state,
+                max_tasks=max_tasks_per_worker,
+            )
+        else:
+            backend_obj = ThreadBackend(
+                initializer=initializer,
+                initargs=tuple(initargs),
+                worker_state=worker_state,
+                max_tasks=max_tasks_per_worker,
+                name_prefix=thread_name_prefix,
+            )
         self.engine = Engine(backend_obj, workers, max_tasks_per_worker=max_tasks_per_worker)
         self.options = options or TaskOptions()
         self._feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
@@ -218,7 +224,7 @@ class ResultIterator(Generic[T]):
     def next(self, timeout: float | None = None) -> T:
         success, value = self._buffer.take(timeout, self._timeout_error)
         if success:
-            return value  # type: ignore[no-any-return]
+            return value
         raise value
 
     __next__ = next

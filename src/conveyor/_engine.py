@@ -67,6 +67,8 @@ class WorkerHandle(Protocol):
 
     def kill(self) -> None: ...
 
+    def abandon(self) -> None: ...
+
 
 class Backend(Protocol):
     name: str
@@ -174,7 +176,9 @@ class Engine:
             if self._state in (EngineState.TERMINATED,):
                 return
             self._state = EngineState.TERMINATED
-            self._abort_all(TaskCancelledError("the pool was terminated before the task finished"), out)
+            self._abort_all(
+                TaskCancelledError("the pool was terminated before the task finished"), out
+            )
             for slot in self._slots:
                 if slot.state is not SlotState.DEAD and slot.handle is not None:
                     slot.kill_reason = KillReason.TERMINATE
@@ -290,8 +294,10 @@ class Engine:
         capacity = self._capacity(job)
         best: Slot | None = None
         for slot in self._slots:
-            if slot.takes_work and len(slot.inflight) < capacity and (
-                best is None or len(slot.inflight) < len(best.inflight)
+            if (
+                slot.takes_work
+                and len(slot.inflight) < capacity
+                and (best is None or len(slot.inflight) < len(best.inflight))
             ):
                 best = slot
                 if not slot.inflight:
@@ -306,9 +312,7 @@ class Engine:
         return 2 if sizer.chunk_seconds(size) < PREFETCH_BELOW_S else 1
 
     def _send(self, slot: Slot, job: Job, out: list[Thunk]) -> None:
-        size = 1 if job.options.timeout is not None and job.sizer.fixed is None else (
-            job.sizer.size(job.remaining_hint())
-        )
+        size = job.sizer.size(job.remaining_hint())
         if slot.budget is not None:
             size = min(size, slot.budget)
         chunk = job.next_chunk(next(self._chunk_ids), size)
@@ -330,6 +334,10 @@ class Engine:
             return
         now = time.monotonic()
         chunk.sent_at = now
+        if len(chunk) > 1:
+            # Slack for the chunk's other tasks. A chunk that overruns it is split and its
+            # tasks re-run alone, uncharged, each then held to the exact timeout.
+            chunk.expected_s = 2 * job.sizer.chunk_seconds(len(chunk))
         if not slot.inflight:
             chunk.started_at = now
         slot.inflight.append(chunk)
@@ -347,7 +355,9 @@ class Engine:
         self._counters.tasks_cancelled += len(chunk)
         self._finish_if_complete(job, out)
 
-    def _drop_unsendable(self, chunk: Chunk, failures: dict[int, BaseException], out: list[Thunk]) -> None:
+    def _drop_unsendable(
+        self, chunk: Chunk, failures: dict[int, BaseException], out: list[Thunk]
+    ) -> None:
         """Fail the items that cannot be pickled; keep the rest of the chunk."""
         job = chunk.job
         if -1 in failures:
@@ -511,7 +521,7 @@ class Engine:
                 self._finish_if_complete(job, out)
                 continue
             if split:
-                for index, item in zip(chunk.indices, chunk.items):
+                for index, item in zip(chunk.indices, chunk.items, strict=True):
                     job.requeue((index,), [item], chunk.attempt)
             else:
                 job.requeue(chunk.indices, chunk.items, chunk.attempt)
@@ -534,7 +544,7 @@ class Engine:
                 timeout = chunk.job.options.timeout
                 if timeout is None or chunk.started_at is None:
                     continue
-                deadline = chunk.started_at + timeout * len(chunk)
+                deadline = chunk.started_at + timeout + chunk.expected_s
                 if deadline <= now:
                     self._expire(slot, out)
                 elif next_deadline is None or deadline < next_deadline:
@@ -552,7 +562,7 @@ class Engine:
         self._requeue(list(slot.inflight), out)
         slot.inflight.clear()
         slot.state = SlotState.RETIRING
-        slot.handle.abandon()  # type: ignore[attr-defined]
+        slot.handle.abandon()
         self._counters.task_timeouts += len(chunk)
         what = describe_call(chunk.job.fn)
         for index in chunk.indices:
@@ -661,7 +671,9 @@ class Engine:
             return [
                 s.handle.pid
                 for s in self._slots
-                if s.handle is not None and s.handle.pid is not None and s.state is not SlotState.DEAD
+                if s.handle is not None
+                and s.handle.pid is not None
+                and s.state is not SlotState.DEAD
             ]
 
 

@@ -70,7 +70,7 @@ def _preload_worker_module(ctx: BaseContext) -> None:
     if getattr(server, "_forkserver_pid", None) is None:
         modules = list(getattr(server, "_preload_modules", ["__main__"]))
         if "conveyor._worker" not in modules:
-            ctx.set_forkserver_preload([*modules, "conveyor._worker"])  # type: ignore[attr-defined]
+            ctx.set_forkserver_preload([*modules, "conveyor._worker"])
 
 
 class ProcessWorker:
@@ -123,6 +123,9 @@ class ProcessWorker:
                 return
         if not flushed:
             self.backend.watch_writes(self)
+
+    def abandon(self) -> None:
+        self.kill()  # a process, unlike a thread, can be stopped
 
     def kill(self) -> None:
         if not self.exited:
@@ -197,9 +200,7 @@ class ProcessBackend:
 
     def start(self, engine: Engine) -> None:
         self.engine = engine
-        self._thread = threading.Thread(
-            target=self._run, name="conveyor-supervisor", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="conveyor-supervisor", daemon=True)
         self._thread.start()
 
     def spawn(self, slot: Slot) -> ProcessWorker:
@@ -269,7 +270,9 @@ class ProcessBackend:
             self._selector.register(
                 worker.channel.fileno(), selectors.EVENT_READ, (_CHANNEL, worker)
             )
-            self._selector.register(worker.process.sentinel, selectors.EVENT_READ, (_SENTINEL, worker))
+            self._selector.register(
+                worker.process.sentinel, selectors.EVENT_READ, (_SENTINEL, worker)
+            )
         for worker in want_write:
             if not worker.channel.closed and worker.pid in self._live:
                 self._selector.modify(

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 from ._scheduler import Sink
 
-ProgressArg = Union[bool, str, Callable[[int, "int | None"], Any], None]
+ProgressArg = bool | str | Callable[[int, int | None], Any] | None
 
 
 class _Bar:

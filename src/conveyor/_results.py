@@ -67,7 +67,7 @@ class ApplyResult(Generic[T]):
         if not self.ready():
             raise multiprocessing.TimeoutError
         if self._success:
-            return self._value  # type: ignore[no-any-return]
+            return self._value
         raise self._value
 
     def _set(self, success: bool, value: Any) -> None:
@@ -123,7 +123,7 @@ class MapResult(ApplyResult[list[T]]):
             if isinstance(indices, range) and indices.step == 1:
                 self._values[indices.start : indices.stop] = values
             else:
-                for index, value in zip(indices, values):
+                for index, value in zip(indices, values, strict=True):
                     self._values[index] = value
             self._left -= len(indices)
             finished = self._left == 0
@@ -158,7 +158,7 @@ class ResultBuffer:
     def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
         with self._cond:
             if self._ordered:
-                for index, value in zip(indices, values):
+                for index, value in zip(indices, values, strict=True):
                     self._by_index[index] = (True, value)
             else:
                 self._arrived.extend((True, value) for value in values)

@@ -82,8 +82,10 @@ class ChunkSizer:
         if items <= 0:
             return
         per_item = compute_s / items
-        self.item_s = per_item if self.item_s is None else (
-            _EWMA_WEIGHT * per_item + (1 - _EWMA_WEIGHT) * self.item_s
+        self.item_s = (
+            per_item
+            if self.item_s is None
+            else (_EWMA_WEIGHT * per_item + (1 - _EWMA_WEIGHT) * self.item_s)
         )
         self.item_bytes = nbytes / items
 
@@ -110,7 +112,17 @@ class ChunkSizer:
 class Chunk:
     """Items of one job sent to one worker as a unit."""
 
-    __slots__ = ("attempt", "id", "indices", "items", "job", "nbytes", "sent_at", "started_at")
+    __slots__ = (
+        "attempt",
+        "expected_s",
+        "id",
+        "indices",
+        "items",
+        "job",
+        "nbytes",
+        "sent_at",
+        "started_at",
+    )
 
     def __init__(self, cid: int, job: Job, indices: Sequence[int], items: list[Any], attempt: int):
         self.id = cid
@@ -121,6 +133,7 @@ class Chunk:
         self.nbytes = 0
         self.sent_at = 0.0
         self.started_at: float | None = None
+        self.expected_s = 0.0  # expected run time beyond one task's (timeout slack)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -24,9 +24,8 @@ MAX_TIMER_SLEEP_S = 1.0
 class ThreadWorker:
     """One worker thread and its inbox."""
 
-    pid = None
-
     def __init__(self, backend: ThreadBackend, slot: Slot) -> None:
+        self.pid: int | None = None
         self.backend = backend
         self.slot = slot
         self.inbox: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
@@ -80,7 +79,9 @@ class ThreadWorker:
             chunk = self.inbox.get()
             if chunk is _STOP:
                 return
-            values, errors, compute_s = run_chunk(chunk.job.fn, CallMode(chunk.job.mode), chunk.items)
+            values, errors, compute_s = run_chunk(
+                chunk.job.fn, CallMode(chunk.job.mode), chunk.items
+            )
             engine.on_chunk_done(self.slot, chunk.id, values, errors, compute_s, 0)
             done += len(values)
 
@@ -154,7 +155,9 @@ class ThreadBackend:
             worker.thread.join(remaining)
         self._wake.set()
         return all(
-            not w.thread.is_alive() for w in self._workers if w.thread is not current and not w.abandoned
+            not w.thread.is_alive()
+            for w in self._workers
+            if w.thread is not current and not w.abandoned
         )
 
 

@@ -113,7 +113,7 @@ class _PoolExecutor(futures.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             results = self._core.iterate(
                 fn,
-                zip(*iterables),
+                zip(*iterables),  # noqa: B905 - the shortest input wins, as in map()
                 CallMode.STAR,
                 chunksize=chunksize if chunksize > 1 else None,
                 timeout_error=futures.TimeoutError,

@@ -16,12 +16,11 @@ Example::
 from __future__ import annotations
 
 import enum
+import multiprocessing
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
-
-import multiprocessing
 
 from ._core import BackendName, PoolCore, ResultIterator, _terminate
 from ._execute import CallMode
@@ -92,7 +91,9 @@ class Pool:
 
     # --- single calls ----------------------------------------------------------------------
 
-    def apply(self, func: Callable[..., T], args: Sequence[Any] = (), kwds: dict[str, Any] | None = None) -> T:
+    def apply(
+        self, func: Callable[..., T], args: Sequence[Any] = (), kwds: dict[str, Any] | None = None
+    ) -> T:
         """Call ``func(*args, **kwds)`` in a worker and wait for the result."""
         return self.apply_async(func, args, kwds).get()
 
@@ -112,7 +113,9 @@ class Pool:
 
     # --- maps ------------------------------------------------------------------------------
 
-    def map(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> list[T]:
+    def map(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[T]:
         """``list(map(func, iterable))``, in parallel. Chunk size adapts when not given."""
         return self._map_async(func, iterable, CallMode.SINGLE, chunksize).get()
 
@@ -127,7 +130,10 @@ class Pool:
         return self._map_async(func, iterable, CallMode.SINGLE, chunksize, callback, error_callback)
 
     def starmap(
-        self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
     ) -> list[T]:
         """Like :meth:`map`, calling ``func(*item)``."""
         return self._map_async(func, iterable, CallMode.STAR, chunksize).get()
@@ -152,7 +158,9 @@ class Pool:
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> MapResult[T]:
         self._check_running()
-        items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
+        items: Sequence[Any] = (
+            iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
+        )
         result: MapResult[T] = MapResult(len(items), callback, error_callback)
         if mode is CallMode.STAR:
             items = [tuple(item) for item in items]
@@ -172,7 +180,12 @@ class Pool:
         return self._iterate(func, iterable, chunksize, ordered=False)
 
     def _iterate(
-        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None, *, ordered: bool
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        *,
+        ordered: bool,
     ) -> ResultIterator[T]:
         self._check_running()
         if chunksize is not None and chunksize < 1:
@@ -223,9 +236,7 @@ class Pool:
         self.terminate()  # the stdlib's semantics: leaving the block terminates the pool
 
     def __reduce__(self) -> Any:
-        raise NotImplementedError(
-            "pool objects cannot be passed between processes or pickled"
-        )
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
     def __repr__(self) -> str:
         return (

@@ -32,7 +32,7 @@ from .errors import PoolClosedError
 
 T = TypeVar("T")
 
-__all__ = ["WorkerPool", "imap", "map", "shared_pool", "submit"]
+__all__ = ["WorkerPool", "imap", "map", "shared_pool", "shutdown_shared_pools", "submit"]
 
 
 class _Default:
@@ -133,8 +133,17 @@ class WorkerPool:
         options = self._options(timeout, retries)
         mode = CallMode.STAR if star else CallMode.SINGLE
         if not isinstance(items, (list, tuple, range)):
-            return list(self.imap(fn, items, star=star, chunksize=chunksize, timeout=timeout,
-                                  retries=retries, progress=progress))
+            return list(
+                self.imap(
+                    fn,
+                    items,
+                    star=star,
+                    chunksize=chunksize,
+                    timeout=timeout,
+                    retries=retries,
+                    progress=progress,
+                )
+            )
         result: MapResult[T] = MapResult(len(items))
         sink = with_progress(result, progress, len(items))
         job = self._core.submit_items(fn, items, mode, sink, chunksize=chunksize, options=options)
@@ -144,7 +153,9 @@ class WorkerPool:
             if not job.complete:
                 self._core.engine.cancel(job)
 
-    def starmap(self, fn: Callable[..., T], items: Iterable[Iterable[Any]], **options: Any) -> list[T]:
+    def starmap(
+        self, fn: Callable[..., T], items: Iterable[Iterable[Any]], **options: Any
+    ) -> list[T]:
         """``[fn(*x) for x in items]`` in parallel; same options as :meth:`map`."""
         return self.map(fn, items, star=True, **options)
 
@@ -228,7 +239,16 @@ def shared_pool(workers: int | None = None, backend: BackendName = "process") ->
         return pool
 
 
-def map(  # noqa: A001 - the name users expect, as in the builtin
+def shutdown_shared_pools() -> None:
+    """Terminate the shared pools (tests, and programs that want their workers gone now)."""
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    for pool in pools:
+        pool.terminate()
+
+
+def map(
     fn: Callable[..., T],
     items: Iterable[Any],
     *,
@@ -250,7 +270,12 @@ def map(  # noqa: A001 - the name users expect, as in the builtin
         conveyor.map(lambda x: x ** 2, range(10))   # [0, 1, 4, ..., 81]
     """
     return shared_pool(workers, backend).map(
-        fn, items, star=star, chunksize=chunksize, timeout=timeout, retries=retries,
+        fn,
+        items,
+        star=star,
+        chunksize=chunksize,
+        timeout=timeout,
+        retries=retries,
         progress=progress,
     )
 
@@ -276,8 +301,14 @@ def imap(
             print(line, end="")
     """
     return shared_pool(workers, backend).imap(
-        fn, items, ordered=ordered, star=star, chunksize=chunksize, timeout=timeout,
-        retries=retries, progress=progress,
+        fn,
+        items,
+        ordered=ordered,
+        star=star,
+        chunksize=chunksize,
+        timeout=timeout,
+        retries=retries,
+        progress=progress,
     )
 
 

@@ -1,0 +1,100 @@
+"""What crosses the process boundary: functions once per worker, clear errors otherwise."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import conveyor
+import tasks
+
+
+class CountedCall:
+    """A callable that counts its pickling (in the parent) and unpickling (in workers)."""
+
+    pickled = 0
+
+    def __init__(self) -> None:
+        self.unpickled_in = None
+
+    def __getstate__(self):
+        CountedCall.pickled += 1
+        return {}
+
+    def __setstate__(self, state):
+        CountedCall.unpickles_here = getattr(CountedCall, "unpickles_here", 0) + 1
+
+    def __call__(self, x):
+        return (os.getpid(), getattr(CountedCall, "unpickles_here", 0), x)
+
+
+def test_a_function_is_pickled_once_and_sent_once_per_worker():
+    CountedCall.pickled = 0
+    fn = CountedCall()
+    with conveyor.Pool(2) as pool:
+        results = [pool.apply_async(fn, (i,)) for i in range(100)]
+        values = [r.get(timeout=30) for r in results]
+        values += pool.map(fn, range(100), chunksize=3)
+    assert CountedCall.pickled == 1
+    assert {unpickles for _, unpickles, _ in values} == {1}
+    assert sorted(x for _, _, x in values) == sorted(list(range(100)) * 2)
+
+
+def test_unpicklable_argument_fails_that_task_only():
+    lock = threading.Lock()
+    with conveyor.Pool(2) as pool:
+        bad = pool.apply_async(tasks.identity, (lock,))
+        with pytest.raises(conveyor.SerializationError, match="pickle") as info:
+            bad.get(timeout=10)
+        assert isinstance(info.value, TypeError)
+        results = pool.map_async(tasks.identity, [1, lock, 3], chunksize=3)
+        with pytest.raises(conveyor.SerializationError, match="task 1"):
+            results.get(timeout=10)
+        assert pool.apply(tasks.square, (5,)) == 25
+
+
+def test_unpicklable_function_fails_with_a_clear_error():
+    lock = threading.Lock()
+
+    def uses_lock(x):
+        with lock:
+            return x
+
+    with conveyor.Pool(1) as pool:
+        res = pool.apply_async(uses_lock, (1,))
+        with pytest.raises(conveyor.SerializationError, match="uses_lock"):
+            res.get(timeout=10)
+        assert pool.apply(tasks.square, (2,)) == 4
+
+
+def test_unpicklable_result_fails_that_task_naming_it():
+    with conveyor.Pool(1) as pool:
+        with pytest.raises(conveyor.SerializationError, match="lock"):
+            pool.apply(tasks.return_lock)
+        assert pool.map(tasks.square, [1, 2]) == [1, 4]
+
+
+def test_exception_that_cannot_be_unpickled_becomes_a_conveyor_error():
+    with conveyor.Pool(1) as pool:
+        with pytest.raises(conveyor.UnpicklableExceptionError) as info:
+            pool.apply(tasks.raise_unpicklable_error)
+        assert info.value.type_name == "UnpicklableError"
+        assert "1-2" in info.value.message
+        assert pool.apply(tasks.square, (3,)) == 9
+
+
+def test_sys_exit_in_a_task_is_an_error_and_the_worker_lives():
+    with conveyor.Pool(1) as pool:
+        pid = pool.apply(tasks.pid_of)
+        with pytest.raises(conveyor.TaskExitError) as info:
+            pool.apply(tasks.call_sys_exit, (3,))
+        assert info.value.code == 3
+        assert pool.apply(tasks.pid_of) == pid
+
+
+def test_classes_defined_in_a_test_module_round_trip():
+    with conveyor.Pool(1) as pool:
+        exc = pool.apply(tasks.identity, (ValueError("x"),))
+        assert isinstance(exc, ValueError) and str(exc) == "x"
