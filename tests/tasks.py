@@ -149,7 +149,7 @@ def announce_wait_then_touch(started_path, gate_path, done_path, value=None):
     return touch_path(done_path, value)
 
 
-def crash_once(x, marker_path, bad=3):
+def crash_item_first_time(x, marker_path, bad=3):
     """SIGKILL the worker on item ``bad``, but only the first time (the marker remembers)."""
     if x == bad and not os.path.exists(marker_path):
         with open(marker_path, "w"):
@@ -173,3 +173,70 @@ def inspect_worker_state(token):
     state = conveyor.worker_state()
     me = worker_identity()
     return me, id(state), state["built_on"], _STATE_BUILDS.get((token, *me), 0)
+
+
+# --- fault injection (real faults, no mocks) ------------------------------------------
+
+
+def segfault(_=None):
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+def abort(_=None):
+    os.abort()
+
+
+def fault(kind, x=None):
+    """Die for real in the way named by ``kind``."""
+    if kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "sigsegv":
+        segfault()
+    elif kind == "abort":
+        abort()
+    elif kind == "os_exit":
+        os._exit(1)
+    return x
+
+
+def crash_once(marker_path, value):
+    """SIGKILL the worker on the first attempt only (the marker file remembers)."""
+    if not os.path.exists(marker_path):
+        with open(marker_path, "w") as f:
+            f.write(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+def announce_then_sleep(path, seconds=30.0):
+    """Write our pid to ``path`` (the test waits for it), then block."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+    return seconds
+
+
+class HugeResult:
+    """A result that cannot be sent back: pickling it needs more memory than there is."""
+
+    def __reduce__(self):
+        raise MemoryError("result too large to pickle")
+
+
+def make_huge_result(_=None):
+    return HugeResult()
+
+
+_HOARD: list = []
+
+
+def leak_memory(megabytes):
+    _HOARD.append(bytearray(megabytes * 1024 * 1024))
+    return os.getpid()
+
+
+def square_with_pid(x):
+    return x * x, os.getpid()

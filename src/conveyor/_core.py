@@ -68,10 +68,17 @@ class PoolCore:
         worker_state: Callable[[], Any] | None = None,
         options: TaskOptions | None = None,
         finish_at_exit: bool = False,
+        max_worker_memory: int | None = None,
         thread_name_prefix: str = "conveyor-worker",
     ) -> None:
         if workers is None:
             workers = available_cpus()
+        if max_worker_memory is not None and (
+            not isinstance(max_worker_memory, int) or max_worker_memory <= 0
+        ):
+            raise ValueError(
+                f"max_worker_memory must be a positive number of bytes, not {max_worker_memory!r}"
+            )
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         backend_obj: Backend
@@ -82,6 +89,7 @@ class PoolCore:
                 initargs=tuple(initargs),
                 worker_state=worker_state,
                 max_tasks=max_tasks_per_worker,
+                max_memory=max_worker_memory,
             )
         else:
             backend_obj = ThreadBackend(
@@ -229,9 +237,14 @@ class ResultIterator(Generic[T]):
 
     __next__ = next
 
-    def cancel(self) -> None:
-        """Withdraw what has not started and stop reading the input."""
+    def cancel(self, error: BaseException | None = None) -> None:
+        """Withdraw what has not started and stop reading the input.
+
+        With ``error``, results not yet arrived raise it instead of being waited for.
+        """
         self._finalizer()
+        if error is not None:
+            self._buffer.abort(error)
 
     @property
     def items_read(self) -> int:

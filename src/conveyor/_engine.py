@@ -45,6 +45,11 @@ from .errors import (
 
 Thunk = tuple[Callable[..., Any], tuple[Any, ...]]
 
+# Workers that die before they are ready, this many times in a row, mean the pool cannot
+# start (a main module without the `if __name__ == "__main__":` guard, a broken import):
+# the pool fails its tasks with WorkerInitError instead of respawning forever.
+MAX_STARTUP_FAILURES = 3
+
 
 class EncodeError(Exception):
     """Raised by a backend's ``send`` when some items (or the function) cannot be pickled.
@@ -101,6 +106,7 @@ class EngineState(enum.Enum):
 
 class KillReason(enum.Enum):
     TIMEOUT = "timeout"
+    CANCEL = "cancel"
     TERMINATE = "terminate"
 
 
@@ -115,6 +121,7 @@ class Slot:
         self.funcs = FunctionTable()
         self.budget = budget  # tasks it may still be given (max_tasks_per_child)
         self.kill_reason: KillReason | None = None
+        self.retired_itself = False  # announced its exit; what it holds never started
         self.started_at = time.monotonic()
         self.tasks_done = 0
         self.chunks_done = 0
@@ -145,6 +152,7 @@ class Engine:
         self._counters = Counters()
         self._created = time.monotonic()
         self._fatal: BaseException | None = None
+        self._startup_failures = 0
 
     # --- life cycle --------------------------------------------------------------------
 
@@ -246,16 +254,29 @@ class Engine:
                 out.append((job.sink.input_failed, (total, error)))
             self._finish_if_complete(job, out)
 
-    def cancel(self, job: Job) -> int:
-        """Withdraw a job's items that have not been sent; return how many were withdrawn."""
+    def cancel(self, job: Job, *, running: bool = False) -> int:
+        """Withdraw a job's items not yet sent; return how many were withdrawn.
+
+        With ``running``, also stop the process workers running its tasks (they are
+        replaced); those tasks fail with ``TaskCancelledError``.
+        """
         with self._delivering() as out:
             job.cancelled = True
             dropped = job.withdraw()
             self._counters.tasks_cancelled += dropped
             job.finished += dropped
+            if running and self.backend.can_kill:
+                self._kill_running(job)
             if job.id in self._active and (job.complete or not self._job_inflight(job)):
                 self._finish_job(job, out)
             return dropped
+
+    def _kill_running(self, job: Job) -> None:
+        for slot in self._slots:
+            if slot.inflight and slot.inflight[0].job is job and slot.kill_reason is None:
+                assert slot.handle is not None
+                slot.kill_reason = KillReason.CANCEL
+                slot.handle.kill()
 
     def _check_accepting(self) -> None:
         if self._state is EngineState.BROKEN and self._fatal is not None:
@@ -373,8 +394,15 @@ class Engine:
 
     def on_ready(self, slot: Slot) -> None:
         with self._lock:
+            self._startup_failures = 0
             if slot.state is SlotState.STARTING:
                 slot.state = SlotState.READY
+
+    def on_retiring(self, slot: Slot) -> None:
+        """The worker will exit after this message (its memory limit): give it no more."""
+        with self._lock:
+            slot.state = SlotState.RETIRING
+            slot.retired_itself = True
 
     def on_chunk_done(
         self,
@@ -438,22 +466,53 @@ class Engine:
         )
         error.__cause__ = exc
         with self._delivering() as out:
-            if self._state is EngineState.BROKEN:
-                return
-            self._state = EngineState.BROKEN
-            self._fatal = error
-            self._abort_all(error, out)
-            for other in self._slots:
-                if other.state is not SlotState.DEAD and other.handle is not None:
-                    other.handle.kill()
-            self._changed.notify_all()
+            self._break(error, out)
+
+    def _break(self, error: WorkerInitError, out: list[Thunk]) -> None:
+        if self._state is EngineState.BROKEN:
+            return
+        self._state = EngineState.BROKEN
+        self._fatal = error
+        self._abort_all(error, out)
+        for other in self._slots:
+            if other.state is not SlotState.DEAD and other.handle is not None:
+                other.handle.kill()
+        self._changed.notify_all()
+
+    def _worker_failed_to_start(self, exitcode: int | None, out: list[Thunk]) -> None:
+        self._startup_failures += 1
+        if self._startup_failures >= MAX_STARTUP_FAILURES:
+            self._break(
+                WorkerInitError(
+                    f"{self._startup_failures} worker processes in a row died while starting "
+                    f"(last: {_describe_exitcode(exitcode)}) before running any task. Common "
+                    "causes: a main module that starts a pool without the "
+                    "`if __name__ == '__main__':` guard, an import that fails in a fresh "
+                    "process, or too little memory. Their output (stderr) says more."
+                ),
+                out,
+            )
 
     def on_worker_exit(self, slot: Slot, exitcode: int | None) -> None:
         """A worker is gone: settle what it held, and replace it if work remains."""
         with self._delivering() as out:
+            never_ready = slot.state is SlotState.STARTING and slot.kill_reason is None
             slot.state = SlotState.DEAD
             held = list(slot.inflight)
             slot.inflight.clear()
+            if (
+                exitcode == 0
+                and self._state is EngineState.RUNNING
+                and (not held or slot.retired_itself)
+            ):
+                self._counters.workers_recycled += 1  # max tasks or memory limit reached
+            if never_ready and self._state in (EngineState.RUNNING, EngineState.CLOSING):
+                self._requeue(held, out)  # it never read them: they cost nothing
+                held = []
+                self._worker_failed_to_start(exitcode, out)
+            elif slot.retired_itself:
+                self._requeue(held, out)
+                held = []
             if held:
                 pid = slot.handle.pid if slot.handle else None
                 self._settle_lost_chunks(slot, held, pid, exitcode, out)
@@ -483,6 +542,18 @@ class Engine:
         self._requeue(waiting, out)  # never started: they cost nothing
         reason = slot.kill_reason
         if reason is KillReason.TERMINATE:
+            return
+        if reason is KillReason.CANCEL:
+            for index in running.indices:
+                self._counters.tasks_cancelled += 1
+                self._fail_item(
+                    running.job,
+                    index,
+                    TaskCancelledError(
+                        "the task was cancelled while it ran; its worker was stopped"
+                    ),
+                    out,
+                )
             return
         if len(running) > 1:
             # Which item crashed is unknown: run each alone, uncharged; the culprit
@@ -658,6 +729,7 @@ class Engine:
                 worker_crashes=c.worker_crashes,
                 task_timeouts=c.task_timeouts,
                 workers_started=c.workers_started,
+                workers_recycled=c.workers_recycled,
                 chunks_sent=c.chunks_sent,
                 bytes_sent=c.bytes_sent,
                 bytes_received=c.bytes_received,
@@ -675,6 +747,12 @@ class Engine:
                 and s.handle.pid is not None
                 and s.state is not SlotState.DEAD
             ]
+
+
+def _describe_exitcode(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
 
 
 def _report_callback_error() -> None:

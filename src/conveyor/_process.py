@@ -167,6 +167,7 @@ class ProcessBackend:
         initargs: tuple[Any, ...] = (),
         worker_state: Any = None,
         max_tasks: int | None = None,
+        max_memory: int | None = None,
     ) -> None:
         self.ctx = resolve_context(context)
         config = _worker.WorkerConfig(
@@ -174,8 +175,9 @@ class ProcessBackend:
             initargs=tuple(initargs),
             worker_state=worker_state,
             max_tasks=max_tasks,
+            max_memory=max_memory,
             pool_pid=os.getpid(),
-            forkserver=self.ctx.get_start_method() == "forkserver",
+            start_method=self.ctx.get_start_method(),
         )
         try:
             self.config_bytes = cloudpickle.dumps(config)
@@ -335,6 +337,8 @@ class ProcessBackend:
             engine.on_chunk_done(worker.slot, chunk_id, values, errors, compute_s, len(frame))
         elif kind == _worker.READY:
             engine.on_ready(worker.slot)
+        elif kind == _worker.RETIRING:
+            engine.on_retiring(worker.slot)
         elif kind == _worker.INIT_FAILED:
             engine.on_init_failed(worker.slot, unpack_exception(pickle.loads(body)))
 

@@ -49,30 +49,34 @@ class _Bar:
 
 
 class ProgressSink:
-    """Forwards to the real sink and advances the bar for each finished task."""
+    """Advances the bar for each finished task, then forwards to the real sink.
+
+    The bar moves first: once the caller has its results (``map`` returned, the loop
+    ended), the bar has already counted them.
+    """
 
     def __init__(self, inner: Sink, bar: _Bar) -> None:
         self._inner = inner
         self._bar = bar
 
     def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
-        self._inner.deliver(indices, values)
         self._bar.advance(len(indices))
+        self._inner.deliver(indices, values)
 
     def fail(self, index: int, exc: BaseException) -> None:
-        self._inner.fail(index, exc)
         self._bar.advance(1)
+        self._inner.fail(index, exc)
 
     def input_failed(self, index: int, exc: BaseException) -> None:
         self._inner.input_failed(index, exc)
 
     def abort(self, exc: BaseException) -> None:
-        self._inner.abort(exc)
         self._bar.finish(self._bar.done)
+        self._inner.abort(exc)
 
     def close(self, total: int) -> None:
-        self._inner.close(total)
         self._bar.finish(total)
+        self._inner.close(total)
 
     def claim(self) -> bool:
         return self._inner.claim()

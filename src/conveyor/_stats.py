@@ -38,6 +38,7 @@ class PoolStats:
     worker_crashes: int
     task_timeouts: int
     workers_started: int
+    workers_recycled: int
     chunks_sent: int
     bytes_sent: int
     bytes_received: int
@@ -68,6 +69,7 @@ class Counters:
     worker_crashes: int = 0
     task_timeouts: int = 0
     workers_started: int = 0
+    workers_recycled: int = 0
     chunks_sent: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0

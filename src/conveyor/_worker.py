@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -29,11 +30,13 @@ TASK_HEADER = struct.Struct("<BQQBQ")
 RUN, STOP = 1, 2
 # worker -> parent: kind, chunk id, compute seconds
 RESULT_HEADER = struct.Struct("<BQd")
-DONE, READY, INIT_FAILED = 1, 2, 3
+DONE, READY, INIT_FAILED, RETIRING = 1, 2, 3, 4
 # Exit code of a worker whose initializer failed (distinct from a crash).
 INIT_FAILED_EXIT = 3
-# How often a fork/spawn worker checks that the pool's process still lives.
+# How often a fork worker checks that the pool's process still lives.
 PARENT_POLL_S = 0.5
+# Exit code of a worker that found its pool's process gone.
+PARENT_GONE_EXIT = 4
 
 
 class WorkerConfig:
@@ -45,15 +48,17 @@ class WorkerConfig:
         initargs: tuple[Any, ...],
         worker_state: Any,
         max_tasks: int | None,
+        max_memory: int | None,
         pool_pid: int,
-        forkserver: bool,
+        start_method: str,
     ) -> None:
         self.initializer = initializer
         self.initargs = initargs
         self.worker_state = worker_state
         self.max_tasks = max_tasks
+        self.max_memory = max_memory
         self.pool_pid = pool_pid
-        self.forkserver = forkserver
+        self.start_method = start_method
 
 
 class _BrokenFunction:
@@ -73,7 +78,7 @@ def main(sock: Any, config_bytes: bytes) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = WorkerEnd(sock)
     config: WorkerConfig = cloudpickle.loads(config_bytes)
-    _die_with_parent(config.pool_pid, config.forkserver)
+    _die_with_parent(config.pool_pid, channel, config.start_method)
     install_state(config.worker_state, per_thread=False)
     if config.initializer is not None:
         try:
@@ -84,7 +89,7 @@ def main(sock: Any, config_bytes: bytes) -> None:
             os._exit(INIT_FAILED_EXIT)
     _send(channel, READY, 0, 0.0, os.getpid())
     try:
-        _serve(channel, config.max_tasks)
+        _serve(channel, config.max_tasks, config.max_memory)
     except ChannelClosed:
         pass  # the parent is gone or closed our channel: nothing left to do
     finally:
@@ -92,10 +97,12 @@ def main(sock: Any, config_bytes: bytes) -> None:
         sys.stderr.flush()
 
 
-def _serve(channel: WorkerEnd, max_tasks: int | None) -> None:
+def _serve(channel: WorkerEnd, max_tasks: int | None, max_memory: int | None) -> None:
     functions = FunctionTable()
+    memory = _MemoryGauge(max_memory)
     done = 0
-    while max_tasks is None or done < max_tasks:
+    while (max_tasks is None or done < max_tasks) and not memory.exceeded():
+        # (the memory check runs between chunks: a chunk is never cut short)
         frame = channel.recv()
         kind, chunk_id, func_id, mode, func_len = TASK_HEADER.unpack_from(frame)
         if kind == STOP:
@@ -113,6 +120,30 @@ def _serve(channel: WorkerEnd, max_tasks: int | None) -> None:
         del items
         _send_results(channel, chunk_id, values, errors, compute_s)
         done += len(values)
+    if memory.exceeded():
+        # Tell the parent first: chunks it already sent us were never started.
+        _send(channel, RETIRING, 0, 0.0, None)
+
+
+class _MemoryGauge:
+    """Tells when this worker's resident memory passed its limit (checked between chunks).
+
+    A leaking library then costs a worker restart, not the machine. Reading RSS costs
+    ~10 us, negligible next to a chunk (sized for ~10 ms of work).
+    """
+
+    def __init__(self, limit_bytes: int | None) -> None:
+        self._limit = limit_bytes
+        self._process: Any = None
+        if limit_bytes is not None:
+            import psutil
+
+            self._process = psutil.Process()
+
+    def exceeded(self) -> bool:
+        if self._process is None:
+            return False
+        return bool(self._process.memory_info().rss > self._limit)
 
 
 def _load_function(data: Any) -> Any:
@@ -169,34 +200,43 @@ def _send(channel: WorkerEnd, kind: int, chunk_id: int, compute_s: float, body: 
     channel.send(RESULT_HEADER.pack(kind, chunk_id, compute_s) + dumps(body))
 
 
-def _die_with_parent(pool_pid: int, forkserver: bool) -> None:
-    """Make sure this worker does not outlive the pool's process, even when it is SIGKILLed.
+def _die_with_parent(pool_pid: int, channel: WorkerEnd, start_method: str) -> None:
+    """Make sure this worker does not outlive the pool's process, even a SIGKILLed one.
 
-    Under forkserver our parent is the fork server, which exits when the pool's process
-    dies, so the kernel's parent-death signal (Linux ``prctl``) does the job at no cost. A
-    worker started by fork or spawn is the pool process's child, but the death signal
-    would follow the *thread* that started it, so a small watchdog thread polls instead.
+    The channel's other end lives only in the pool's process (forkserver and spawn start
+    workers with nothing else inherited), so the kernel flags our socket with POLLRDHUP
+    the moment that process dies: a thread blocked in poll() sees it at no cost. Under
+    fork, sibling workers inherit copies of the parent's ends, so we poll getppid().
+    (The kernel's parent-death signal would not do: under forkserver our parent is the
+    fork server, which every worker keeps alive through its inherited "alive" pipe.)
     """
-    if forkserver and _set_parent_death_signal():
-        if not _alive(pool_pid):  # it died before we asked
-            os._exit(1)
-        return
-    threading.Thread(
-        target=_watch_parent, args=(pool_pid,), name="conveyor-parent-watch", daemon=True
-    ).start()
+    rdhup = getattr(select, "POLLRDHUP", None)
+    if start_method != "fork" and rdhup is not None:
+        watch = threading.Thread(target=_watch_channel, args=(channel.sock.fileno(), rdhup))
+    else:
+        watch = threading.Thread(target=_watch_parent_pid, args=(pool_pid, start_method))
+    watch.name = "conveyor-parent-watch"
+    watch.daemon = True
+    watch.start()
 
 
-def _set_parent_death_signal() -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
+def _watch_channel(fd: int, rdhup: int) -> None:
+    poller = select.poll()
+    poller.register(fd, rdhup)
+    while True:
+        for _, events in poller.poll():
+            if events & (rdhup | select.POLLHUP | select.POLLERR):
+                os._exit(PARENT_GONE_EXIT)
+            if events & select.POLLNVAL:
+                return  # our own main thread closed the channel: a normal exit
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        return libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+
+def _watch_parent_pid(pool_pid: int, start_method: str) -> None:
+    # Under fork the pool is our parent, and getppid() changes when it dies; elsewhere
+    # (no POLLRDHUP on this platform) only its pid is known.
+    while os.getppid() == pool_pid if start_method == "fork" else _alive(pool_pid):
+        time.sleep(PARENT_POLL_S)
+    os._exit(PARENT_GONE_EXIT)
 
 
 def _alive(pid: int) -> bool:
@@ -207,9 +247,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _watch_parent(pool_pid: int) -> None:
-    while os.getppid() == pool_pid:
-        time.sleep(PARENT_POLL_S)
-    os._exit(1)

@@ -21,13 +21,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from ._core import BackendName, PoolCore
+from ._core import BackendName, PoolCore, ResultIterator
 from ._cpus import available_cpus
 from ._execute import CallMode
 from ._results import FutureSink
@@ -56,6 +57,7 @@ class _PoolExecutor(futures.Executor):
         task_timeout: float | None = None,
         retries: int = 0,
         thread_name_prefix: str = "conveyor-worker",
+        max_worker_memory: int | None = None,
     ) -> None:
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
@@ -64,6 +66,7 @@ class _PoolExecutor(futures.Executor):
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
         self._pending: dict[Future[Any], Job] = {}
+        self._maps: weakref.WeakSet[ResultIterator[Any]] = weakref.WeakSet()
         self._core = PoolCore(
             self._backend,
             max_workers,
@@ -75,6 +78,7 @@ class _PoolExecutor(futures.Executor):
             options=TaskOptions(timeout=task_timeout, retries=retries),
             finish_at_exit=True,
             thread_name_prefix=thread_name_prefix,
+            max_worker_memory=max_worker_memory,
         )
         self._max_workers = self._core.size
 
@@ -118,6 +122,7 @@ class _PoolExecutor(futures.Executor):
                 chunksize=chunksize if chunksize > 1 else None,
                 timeout_error=futures.TimeoutError,
             )
+            self._maps.add(results)
         end = None if timeout is None else time.monotonic() + timeout
         return _timed(results, end)
 
@@ -129,6 +134,8 @@ class _PoolExecutor(futures.Executor):
                 for future, job in list(self._pending.items()):
                     if future.cancel():
                         self._core.engine.cancel(job)
+                for results in list(self._maps):
+                    results.cancel(futures.CancelledError())
             self._core.close()
         if wait:
             self._core.join()
@@ -154,7 +161,8 @@ class ProcessPoolExecutor(_PoolExecutor):
     """``concurrent.futures.ProcessPoolExecutor``, supervised.
 
     Extra keywords: ``worker_state``, ``task_timeout`` (seconds per task), ``retries``
-    (re-runs after a worker crash).
+    (re-runs after a worker crash), ``max_worker_memory`` (bytes of RSS after which a
+    worker is replaced).
 
     Example::
 
@@ -173,6 +181,7 @@ class ProcessPoolExecutor(_PoolExecutor):
         worker_state: Callable[[], Any] | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
+        max_worker_memory: int | None = None,
     ) -> None:
         if max_tasks_per_child is not None:
             if not isinstance(max_tasks_per_child, int):
@@ -188,6 +197,7 @@ class ProcessPoolExecutor(_PoolExecutor):
             worker_state=worker_state,
             task_timeout=task_timeout,
             retries=retries,
+            max_worker_memory=max_worker_memory,
         )
 
 

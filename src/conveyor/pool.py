@@ -44,8 +44,9 @@ class Pool:
 
     ``processes`` defaults to the CPUs this process may use (affinity and cgroup limits).
     Beyond the stdlib: ``worker_state`` (a factory called once per worker; tasks read it
-    with :func:`conveyor.worker_state`), ``task_timeout`` (seconds per task) and ``retries``
-    (re-runs of a task whose worker crashed), and :meth:`stats`.
+    with :func:`conveyor.worker_state`), ``task_timeout`` (seconds per task), ``retries``
+    (re-runs of a task whose worker crashed), ``max_worker_memory`` (bytes of RSS after
+    which a worker is replaced), and :meth:`stats`.
 
     Example::
 
@@ -68,6 +69,7 @@ class Pool:
         worker_state: Callable[[], Any] | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
+        max_worker_memory: int | None = None,
     ) -> None:
         self._state = _State.RUN  # set first: __del__ and __repr__ read it
         if processes is not None and processes < 1:
@@ -85,6 +87,7 @@ class Pool:
             max_tasks_per_worker=maxtasksperchild,
             worker_state=worker_state,
             options=TaskOptions(timeout=task_timeout, retries=retries),
+            max_worker_memory=max_worker_memory,
         )
         self._processes = self._core.size
         self._finalizer = weakref.finalize(self, _terminate, self._core.engine)

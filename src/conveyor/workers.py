@@ -26,7 +26,7 @@ from ._core import BackendName, PoolCore, ResultIterator
 from ._execute import CallMode
 from ._progress import ProgressArg, with_progress
 from ._results import FutureSink, MapResult
-from ._scheduler import TaskOptions
+from ._scheduler import Job, TaskOptions
 from ._stats import PoolStats
 from .errors import PoolClosedError
 
@@ -50,7 +50,9 @@ class WorkerPool:
     fails with :class:`~conveyor.TaskTimeoutError`. ``retries``: how many times a task whose
     worker crashed is run again (default 1). Both can be overridden per call.
     ``worker_state``: a factory run once per worker; tasks get the object from
-    :func:`conveyor.worker_state`.
+    :func:`conveyor.worker_state`. ``max_worker_memory``: bytes of resident memory after
+    which a process worker is replaced (checked between chunks), so a leak cannot take the
+    machine down.
 
     Leaving a ``with`` block normally waits for the work; leaving it by an exception
     (Ctrl-C included) terminates the pool at once.
@@ -72,6 +74,7 @@ class WorkerPool:
         initargs: Sequence[Any] = (),
         worker_state: Callable[[], Any] | None = None,
         max_tasks_per_worker: int | None = None,
+        max_worker_memory: int | None = None,
         timeout: float | None = None,
         retries: int = 1,
     ) -> None:
@@ -89,7 +92,9 @@ class WorkerPool:
             max_tasks_per_worker=max_tasks_per_worker,
             worker_state=worker_state,
             options=TaskOptions(timeout=timeout, retries=retries),
+            max_worker_memory=max_worker_memory,
         )
+        self._jobs: dict[Future[Any], Job] = {}
 
     @property
     def workers(self) -> int:
@@ -111,8 +116,38 @@ class WorkerPool:
         """Run ``fn(*args, **kwargs)`` in a worker; return a :class:`~concurrent.futures.Future`."""
         self._check_open()
         future: Future[T] = Future()
-        self._core.submit_call(fn, args, kwargs, FutureSink(future))
+        job = self._core.submit_call(fn, args, kwargs, FutureSink(future))
+        if not future.done():
+            self._jobs[future] = job
+            future.add_done_callback(self._forget)
         return future
+
+    def _forget(self, future: Future[Any]) -> None:
+        self._jobs.pop(future, None)
+
+    def cancel(self, future: Future[Any]) -> bool:
+        """Cancel a task from :meth:`submit`, even one that is running.
+
+        A waiting task is withdrawn (``future.cancelled()`` is then True). A running task
+        in a process pool is stopped by stopping its worker, which is replaced; its future
+        fails with :class:`~conveyor.TaskCancelledError` (a ``CancelledError``). A running
+        thread cannot be stopped: returns False. Returns False if the task already ended.
+
+        Example::
+
+            fut = pool.submit(long_job)
+            pool.cancel(fut)
+        """
+        if future.cancel():
+            job = self._jobs.get(future)
+            if job is not None:
+                self._core.engine.cancel(job)
+            return True
+        job = self._jobs.get(future)
+        if job is None or future.done() or not self._core.engine.backend.can_kill:
+            return False
+        self._core.engine.cancel(job, running=True)
+        return True
 
     def map(
         self,

@@ -1,0 +1,399 @@
+"""conveyor's executors behave like ``concurrent.futures``' own, plus supervision.
+
+Every behaviour that both executors share runs against both (the ``kind`` fixture);
+process-only behaviour (pickling lambdas, SIGKILLed workers, recycling) pins ``kind``.
+Tasks that must stay busy wait on a *gate* file the test opens, never on a sleep.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent import futures
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import pytest
+
+import conveyor
+import tasks
+
+WAIT_S = 30.0  # generous bound on any single wait; a passing test takes a fraction of it
+
+EXECUTORS = {
+    "process": conveyor.ProcessPoolExecutor,
+    "thread": conveyor.ThreadPoolExecutor,
+}
+
+
+def wait_until(predicate, what: str, timeout: float = WAIT_S) -> None:
+    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Gate:
+    """A file that blocked tasks (``tasks.wait_for_path``) wait for; ``open`` releases them."""
+
+    def __init__(self, directory: Path) -> None:
+        self._path = directory / "gate-open"
+        self.path = str(self._path)
+
+    def open(self) -> None:
+        self._path.touch()
+
+    @property
+    def is_open(self) -> bool:
+        return self._path.exists()
+
+
+@pytest.fixture(params=sorted(EXECUTORS))
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_executor(kind):
+    """Build executors of the current kind; shut down whatever the test left running."""
+    made = []
+
+    def make(*args, **kwargs):
+        executor = EXECUTORS[kind](*args, **kwargs)
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def gate(tmp_path, make_executor) -> Gate:
+    # Requests make_executor so that this teardown (opening the gate, so blocked tasks
+    # finish) runs before the executors are shut down.
+    gate = Gate(tmp_path)
+    yield gate
+    gate.open()
+
+
+# --- futures ------------------------------------------------------------------------------
+
+
+def test_submit_returns_a_concurrent_futures_future_with_the_result(make_executor):
+    executor = make_executor(2)
+    future = executor.submit(tasks.add, 2, b=40)
+    assert isinstance(future, futures.Future)
+    assert future.result(timeout=WAIT_S) == 42
+    assert future.done() and not future.cancelled()
+
+
+def test_wait_first_completed_returns_while_a_blocked_task_still_runs(make_executor, gate):
+    executor = make_executor(2)
+    blocked = executor.submit(tasks.wait_for_path, gate.path, "slow")
+    fast = executor.submit(tasks.square, 4)
+
+    done, not_done = futures.wait(
+        [blocked, fast], timeout=WAIT_S, return_when=futures.FIRST_COMPLETED
+    )
+    assert done == {fast}
+    assert not_done == {blocked}
+
+    gate.open()
+    done, not_done = futures.wait([blocked, fast], timeout=WAIT_S)
+    assert done == {blocked, fast} and not not_done
+    assert blocked.result() == "slow"
+
+
+def test_as_completed_yields_futures_in_completion_order(make_executor, gate):
+    executor = make_executor(2)
+    blocked = executor.submit(tasks.wait_for_path, gate.path, "slow")
+    fast = executor.submit(tasks.square, 4)
+
+    completed = futures.as_completed([blocked, fast], timeout=WAIT_S)
+    assert next(completed) is fast
+    assert not blocked.done()
+    gate.open()
+    assert next(completed) is blocked
+    assert list(completed) == []
+
+
+def test_task_exception_propagates_with_its_type_and_message(make_executor):
+    executor = make_executor(2)
+    future = executor.submit(tasks.raise_value_error, "no such item")
+    error = future.exception(timeout=WAIT_S)
+    assert type(error) is ValueError
+    with pytest.raises(ValueError, match="no such item"):
+        future.result()
+
+
+@pytest.mark.parametrize("kind", ["process"])
+def test_process_task_exception_carries_the_worker_traceback_as_cause(make_executor):
+    executor = make_executor(1)
+    error = executor.submit(tasks.raise_value_error, "from the worker").exception(timeout=WAIT_S)
+    cause = error.__cause__
+    assert isinstance(cause, conveyor.RemoteTraceback)
+    assert "raise_value_error" in cause.tb
+    assert "ValueError: from the worker" in cause.tb
+
+
+# --- map ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_map_returns_results_in_input_order_over_several_iterables(make_executor, chunksize):
+    executor = make_executor(2)
+    # Earlier items sleep longer, so they finish after later ones.
+    delays = [0.04, 0.03, 0.02, 0.01, 0.0, 0.0]
+    results = executor.map(tasks.sleep_then, range(6), delays, chunksize=chunksize)
+    assert list(results) == [0, 1, 2, 3, 4, 5]
+
+    assert list(executor.map(tasks.add, range(50), range(100, 150), chunksize=chunksize)) == [
+        a + b for a, b in zip(range(50), range(100, 150), strict=True)
+    ]
+
+
+def test_map_raises_the_task_exception_when_iteration_reaches_it(make_executor):
+    executor = make_executor(2)
+    results = executor.map(tasks.fail_on, range(6))
+    assert [next(results), next(results), next(results)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="bad item 3"):
+        next(results)
+
+
+def test_map_raises_timeout_error_when_a_result_is_late(make_executor, gate):
+    executor = make_executor(2)
+    results = executor.map(tasks.wait_for_path, [gate.path], timeout=0.2)
+    with pytest.raises(futures.TimeoutError):
+        next(results)
+
+
+def test_map_timeout_is_counted_from_the_map_call(make_executor, gate, tmp_path):
+    executor = make_executor(2)
+    ready = tmp_path / "ready"
+    ready.touch()
+    timeout_s = 1.0
+    called_at = time.monotonic()
+    results = executor.map(
+        tasks.wait_for_path, [str(ready), gate.path], ["a", "b"], timeout=timeout_s
+    )
+    # Let the whole timeout pass before asking for anything: this elapsed time is the
+    # behaviour under test, not synchronisation.
+    time.sleep(max(0.0, called_at + timeout_s - time.monotonic()))
+
+    assert next(results) == "a"  # finished in time: returned although the deadline passed
+    asked_at = time.monotonic()
+    with pytest.raises(futures.TimeoutError):
+        next(results)
+    # Counted from the map call, the deadline is already past: no second full timeout.
+    assert time.monotonic() - asked_at < timeout_s / 2
+
+
+@pytest.mark.parametrize("chunksize", [0, -1])
+def test_map_rejects_chunksize_below_one(make_executor, chunksize):
+    executor = make_executor(1)
+    with pytest.raises(ValueError):
+        executor.map(tasks.square, range(3), chunksize=chunksize)
+
+
+# --- shutdown -----------------------------------------------------------------------------
+
+
+def test_shutdown_with_wait_returns_only_after_pending_work_is_done(make_executor):
+    executor = make_executor(2)
+    pending = [executor.submit(tasks.sleep_then, i, 0.05) for i in range(8)]
+    executor.shutdown(wait=True)
+    assert all(future.done() for future in pending)
+    assert [future.result(timeout=0) for future in pending] == list(range(8))
+
+
+def test_shutdown_cancel_futures_cancels_queued_work_and_finishes_running_work(
+    make_executor, gate, tmp_path
+):
+    executor = make_executor(1)
+    started = tmp_path / "started"
+    running = executor.submit(tasks.announce_then_wait, str(started), gate.path, "ran")
+    wait_until(started.exists, "the first task to start")
+    markers = [tmp_path / f"queued-{i}" for i in range(3)]
+    queued = [executor.submit(tasks.touch_path, str(marker), i) for i, marker in enumerate(markers)]
+
+    executor.shutdown(wait=False, cancel_futures=True)
+    assert all(future.cancelled() for future in queued)
+    assert not running.done()
+
+    gate.open()
+    executor.shutdown(wait=True)
+    assert running.result(timeout=0) == "ran"
+    assert not any(marker.exists() for marker in markers)
+
+
+def test_shutdown_cancel_futures_also_cancels_queued_map_items(make_executor, gate, tmp_path):
+    executor = make_executor(1)
+    started = tmp_path / "started"
+    running = executor.submit(tasks.announce_then_wait, str(started), gate.path, "ran")
+    wait_until(started.exists, "the first task to start")
+    markers = [tmp_path / f"mapped-{i}" for i in range(4)]
+    results = executor.map(tasks.touch_path, [str(marker) for marker in markers], range(4))
+
+    executor.shutdown(wait=False, cancel_futures=True)
+    gate.open()
+    executor.shutdown(wait=True)
+    assert running.result(timeout=0) == "ran"
+    assert not any(marker.exists() for marker in markers)
+    with pytest.raises(futures.CancelledError):
+        next(results)
+
+
+def test_submit_after_shutdown_raises_runtime_error(make_executor):
+    executor = make_executor(1)
+    executor.shutdown(wait=True)
+    with pytest.raises(RuntimeError, match=r"^cannot schedule new futures after shutdown$"):
+        executor.submit(tasks.square, 2)
+    with pytest.raises(RuntimeError, match=r"^cannot schedule new futures after shutdown$"):
+        executor.map(tasks.square, range(2))
+
+
+def test_context_manager_waits_for_work_and_shuts_down(make_executor):
+    with make_executor(2) as executor:
+        pending = [executor.submit(tasks.sleep_then, i, 0.05) for i in range(4)]
+    assert all(future.done() for future in pending)
+    assert [future.result(timeout=0) for future in pending] == [0, 1, 2, 3]
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(tasks.square, 2)
+    assert executor.stats().workers and not any(w.alive for w in executor.stats().workers)
+
+
+@pytest.mark.parametrize("max_workers", [0, -1])
+def test_max_workers_not_positive_raises_value_error(kind, max_workers):
+    with pytest.raises(ValueError):
+        EXECUTORS[kind](max_workers=max_workers)
+
+
+# --- workers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["process"])
+@pytest.mark.parametrize("how", ["submit", "map"])
+def test_max_tasks_per_child_recycles_workers_after_that_many_tasks(make_executor, how):
+    executor = make_executor(2, max_tasks_per_child=3)
+    if how == "submit":
+        pids = [
+            f.result(timeout=WAIT_S) for f in [executor.submit(tasks.pid_of) for _ in range(18)]
+        ]
+    else:
+        pids = list(executor.map(tasks.pid_of, range(18), timeout=WAIT_S))
+    per_pid = Counter(pids)
+    assert max(per_pid.values()) <= 3
+    assert len(per_pid) >= 6
+
+
+def test_initializer_runs_once_in_each_worker_with_its_initargs(make_executor, tmp_path):
+    init_dir = tmp_path / "init"
+    init_dir.mkdir()
+    executor = make_executor(
+        2, initializer=tasks.record_initializer, initargs=(str(init_dir), "hi")
+    )
+    ran_on = {
+        f.result(timeout=WAIT_S)
+        for f in [executor.submit(tasks.worker_identity) for _ in range(12)]
+    }
+    executor.shutdown(wait=True)
+
+    runs = {path.name: path.read_text() for path in init_dir.iterdir()}
+    assert {f"{pid}-{ident}" for pid, ident in ran_on} <= set(runs)
+    assert set(runs.values()) == {"hi\n"}  # once per worker, with the initargs
+    assert len(runs) == executor.stats().workers_started
+
+
+def test_failing_initializer_fails_futures_with_worker_init_error(make_executor):
+    executor = make_executor(2, initializer=tasks.failing_initializer)
+    try:
+        future = executor.submit(tasks.square, 3)
+    except futures.BrokenExecutor as exc:  # the pool already knew it was broken
+        error = exc
+    else:
+        error = future.exception(timeout=WAIT_S)
+    assert isinstance(error, conveyor.WorkerInitError)
+    assert isinstance(error, futures.BrokenExecutor)
+    assert "initializer failed on purpose" in str(error)
+
+
+@pytest.mark.parametrize("kind", ["process"])
+def test_lambda_and_closure_can_be_submitted_to_process_executor(make_executor):
+    executor = make_executor(2)
+    factor = 5
+
+    def scale(x):
+        return x * factor
+
+    assert executor.submit(lambda x: x * 3, 7).result(timeout=WAIT_S) == 21
+    assert executor.submit(scale, 7).result(timeout=WAIT_S) == 35
+    assert list(executor.map(lambda x: -x, range(4))) == [0, -1, -2, -3]
+
+
+@pytest.mark.parametrize("kind", ["process"])
+def test_sigkilled_worker_fails_only_its_future_and_the_executor_stays_usable(make_executor):
+    executor = make_executor(2)
+    submitted = [executor.submit(tasks.crash_on, i) for i in range(6)]
+
+    error = submitted[3].exception(timeout=WAIT_S)
+    assert isinstance(error, conveyor.WorkerCrashedError)
+    assert isinstance(error, BrokenProcessPool)
+    assert error.exitcode == -signal.SIGKILL
+    others = [f.result(timeout=WAIT_S) for i, f in enumerate(submitted) if i != 3]
+    assert others == [0, 1, 2, 4, 5]
+    assert executor.submit(tasks.square, 7).result(timeout=WAIT_S) == 49
+    assert list(executor.map(tasks.square, range(4))) == [0, 1, 4, 9]
+
+
+def test_cancelled_pending_future_never_runs(make_executor, gate, tmp_path):
+    executor = make_executor(1)
+    started = tmp_path / "started"
+    running = executor.submit(tasks.announce_then_wait, str(started), gate.path, "first")
+    wait_until(started.exists, "the first task to start")
+    marker = tmp_path / "cancelled-task-ran"
+    queued = executor.submit(tasks.touch_path, str(marker))
+
+    assert not running.cancel()  # already running: too late, as in the stdlib
+    assert queued.cancel()
+    assert queued.cancelled()
+    gate.open()
+    assert running.result(timeout=WAIT_S) == "first"
+    # One worker runs in order: once this later task is done, the cancelled one had its turn.
+    assert executor.submit(tasks.square, 3).result(timeout=WAIT_S) == 9
+    assert not marker.exists()
+    with pytest.raises(futures.CancelledError):
+        queued.result(timeout=0)
+
+
+def test_stats_counts_done_and_failed_tasks(make_executor):
+    executor = make_executor(2)
+    submitted = [executor.submit(tasks.square, i) for i in range(5)]
+    futures.wait(submitted, timeout=WAIT_S)
+    assert list(executor.map(tasks.square, range(7))) == [i * i for i in range(7)]
+    executor.submit(tasks.raise_value_error).exception(timeout=WAIT_S)
+
+    stats = executor.stats()
+    assert stats.tasks_done == 12
+    assert stats.tasks_failed == 1
+
+
+@pytest.mark.parametrize("kind", ["thread"])
+def test_thread_name_prefix_names_the_worker_threads(make_executor):
+    executor = make_executor(2, thread_name_prefix="resizer")
+    names = {
+        f.result(timeout=WAIT_S) for f in [executor.submit(tasks.thread_name) for _ in range(8)]
+    }
+    assert names and all(name.startswith("resizer") for name in names)
+    assert threading.current_thread().name not in names
+
+
+@pytest.mark.parametrize("kind", ["thread"])
+def test_thread_names_default_to_the_stdlib_prefix(make_executor):
+    executor = make_executor(2)
+    name = executor.submit(tasks.thread_name).result(timeout=WAIT_S)
+    assert name.startswith("ThreadPoolExecutor-")
