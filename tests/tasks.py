@@ -230,6 +230,10 @@ def make_huge_result(_=None):
     return HugeResult()
 
 
+def make_huge_result_on(x, bad=1):
+    return HugeResult() if x == bad else "small"
+
+
 _HOARD: list = []
 
 
@@ -240,3 +244,19 @@ def leak_memory(megabytes):
 
 def square_with_pid(x):
     return x * x, os.getpid()
+
+
+def make_adder(n):
+    """Returns a closure: only cloudpickle can send it back."""
+    return lambda x: x + n
+
+
+def _fail_to_unpickle():
+    raise RuntimeError("this object refuses to be unpickled")
+
+
+class FailsToUnpickle:
+    """Pickles fine in the parent; unpickling it (in the worker) raises."""
+
+    def __reduce__(self):
+        return (_fail_to_unpickle, ())

@@ -7,6 +7,7 @@ and (by the conftest fixture) no process left behind.
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing.pool
 import os
 import signal
 import subprocess
@@ -330,11 +331,28 @@ def test_workers_exit_by_themselves_when_the_parent_is_killed(tmp_path, start_me
 
 
 def test_a_result_too_large_to_send_fails_that_task_with_a_clear_error():
+    # multiprocessing's convention: MaybeEncodingError naming the value and the reason.
     with conveyor.Pool(1) as pool:
-        res = pool.map_async(tasks.make_huge_result, [1])
-        with pytest.raises(conveyor.SerializationError, match="HugeResult"):
+        res = pool.map_async(tasks.make_huge_result, [1, 2])
+        with pytest.raises(multiprocessing.pool.MaybeEncodingError, match="result too large"):
             res.get(timeout=20)
         assert pool.apply(tasks.square, (4,)) == 16
+    # conveyor's own API: the pickler's error, with a note naming what failed.
+    with conveyor.WorkerPool(1) as pool:
+        outcomes = list(_outcomes(pool.imap(tasks.make_huge_result_on, [0, 1, 2])))
+    assert outcomes[0] == outcomes[2] == "small"
+    assert isinstance(outcomes[1], MemoryError)
+    assert any("HugeResult" in note for note in outcomes[1].__notes__)
+
+
+def _outcomes(iterator):
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            yield exc
 
 
 # --- 7. worker recycling ----------------------------------------------------------------------
@@ -359,9 +377,10 @@ def test_a_worker_over_its_memory_limit_is_replaced_between_tasks():
 def test_a_failing_initializer_is_a_clear_error_not_a_respawn_loop(backend):
     pool = conveyor.WorkerPool(2, backend=backend, initializer=tasks.failing_initializer)
     try:
-        fut = pool.submit(tasks.square, 2)
+        # The error reaches the caller at submit() or at result(), whichever comes after
+        # the first worker's initializer failed.
         with pytest.raises(conveyor.WorkerInitError, match="initializer failed on purpose"):
-            fut.result(timeout=20)
+            pool.submit(tasks.square, 2).result(timeout=20)
         with pytest.raises(conveyor.WorkerInitError):
             pool.submit(tasks.square, 3)
         assert pool.stats().workers_started == 2

@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "conveyor"
 # Lower number = lower layer. A module may import only modules of its layer or below.
 LAYERS = {
     "errors": 0,
+    "_compat": 0,
     "_cpus": 0,
     "_stats": 0,
     "_channel": 1,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing.pool
 import os
 import threading
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -42,17 +44,35 @@ def test_a_function_is_pickled_once_and_sent_once_per_worker():
     assert sorted(x for _, _, x in values) == sorted(list(range(100)) * 2)
 
 
-def test_unpicklable_argument_fails_that_task_only():
+def _notes(exc: BaseException) -> str:
+    return " ".join(getattr(exc, "__notes__", []))
+
+
+def test_unpicklable_argument_fails_that_task_only_with_the_picklers_error():
     lock = threading.Lock()
     with conveyor.Pool(2) as pool:
         bad = pool.apply_async(tasks.identity, (lock,))
-        with pytest.raises(conveyor.SerializationError, match="pickle") as info:
+        # The stdlib's exception, as multiprocessing would raise it...
+        with pytest.raises(TypeError, match=r"cannot pickle '_thread\.lock'") as info:
             bad.get(timeout=10)
-        assert isinstance(info.value, TypeError)
-        results = pool.map_async(tasks.identity, [1, lock, 3], chunksize=3)
-        with pytest.raises(conveyor.SerializationError, match="task 1"):
-            results.get(timeout=10)
+        # ...plus a note that says which task and which function.
+        assert "task 0 of tasks.identity" in _notes(info.value)
+        results = list(_outcomes(pool.imap(tasks.identity, [1, lock, 3], chunksize=3)))
+        assert results[0] == 1
+        assert results[2] == 3
+        assert isinstance(results[1], TypeError)
+        assert "task 1 of tasks.identity" in _notes(results[1])
         assert pool.apply(tasks.square, (5,)) == 25
+
+
+def _outcomes(iterator):
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            yield exc
 
 
 def test_unpicklable_function_fails_with_a_clear_error():
@@ -64,16 +84,38 @@ def test_unpicklable_function_fails_with_a_clear_error():
 
     with conveyor.Pool(1) as pool:
         res = pool.apply_async(uses_lock, (1,))
-        with pytest.raises(conveyor.SerializationError, match="uses_lock"):
+        with pytest.raises(TypeError, match="cannot pickle") as info:
             res.get(timeout=10)
+        assert "uses_lock" in _notes(info.value)
         assert pool.apply(tasks.square, (2,)) == 4
 
 
 def test_unpicklable_result_fails_that_task_naming_it():
     with conveyor.Pool(1) as pool:
-        with pytest.raises(conveyor.SerializationError, match="lock"):
+        with pytest.raises(multiprocessing.pool.MaybeEncodingError, match="lock"):
             pool.apply(tasks.return_lock)
         assert pool.map(tasks.square, [1, 2]) == [1, 4]
+    with conveyor.ProcessPoolExecutor(1) as ex:
+        error = ex.submit(tasks.return_lock).exception(timeout=20)
+        assert isinstance(error, TypeError)
+        assert "cannot pickle the result (lock)" in _notes(error)
+
+
+def test_only_conveyors_own_api_sends_back_results_that_need_cloudpickle():
+    with conveyor.WorkerPool(1) as pool:
+        adder = pool.submit(tasks.make_adder, 5).result(timeout=20)
+    assert adder(1) == 6
+    with conveyor.Pool(1) as pool, pytest.raises(multiprocessing.pool.MaybeEncodingError):
+        pool.apply(tasks.make_adder, (5,))
+
+
+def test_an_argument_the_worker_cannot_unpickle_is_a_serialization_error():
+    with conveyor.ProcessPoolExecutor(1) as ex:
+        error = ex.submit(tasks.identity, tasks.FailsToUnpickle()).exception(timeout=20)
+        assert isinstance(error, conveyor.SerializationError)
+        assert isinstance(error, BrokenProcessPool)  # what concurrent.futures raises here
+        assert "could not unpickle" in str(error)
+        assert ex.submit(tasks.square, 3).result(timeout=20) == 9
 
 
 def test_exception_that_cannot_be_unpickled_becomes_a_conveyor_error():

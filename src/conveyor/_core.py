@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any, Generic, Literal, TypeVar
 
+from ._compat import Flavor
 from ._cpus import available_cpus
 from ._engine import Backend, Engine
 from ._execute import CallMode
@@ -70,6 +71,7 @@ class PoolCore:
         finish_at_exit: bool = False,
         max_worker_memory: int | None = None,
         thread_name_prefix: str = "conveyor-worker",
+        flavor: Flavor = Flavor.CONVEYOR,
     ) -> None:
         if workers is None:
             workers = available_cpus()
@@ -90,6 +92,7 @@ class PoolCore:
                 worker_state=worker_state,
                 max_tasks=max_tasks_per_worker,
                 max_memory=max_worker_memory,
+                flavor=flavor,
             )
         else:
             backend_obj = ThreadBackend(
@@ -157,18 +160,26 @@ class PoolCore:
         timeout_error: type[BaseException] = TimeoutError,
         progress: ProgressArg = False,
         progress_total: int | None = None,
+        cancel_on_drop: bool = True,
+        chunk_granular_input_errors: bool = False,
     ) -> ResultIterator[Any]:
-        """Run ``fn`` over a (possibly endless) iterable, reading it lazily."""
+        """Run ``fn`` over a (possibly endless) iterable, reading it lazily.
+
+        ``cancel_on_drop``: dropping the iterator withdraws what has not started.
+        ``chunk_granular_input_errors``: with a fixed ``chunksize``, an exception from the
+        input replaces the whole chunk it interrupted (``multiprocessing``'s behaviour).
+        """
         iterator = iter(iterable)
         buffer = ResultBuffer(ordered)
         sink = with_progress(buffer, progress, progress_total)
         job = Job(fn, mode, sink, options or self.options, self.sizer(chunksize))
         self.engine.submit(job)
-        feeder = Feeder(self.engine, job, iterator)
+        align = chunksize if chunk_granular_input_errors else None
+        feeder = Feeder(self.engine, job, iterator, align=align)
         buffer.on_take = feeder.release
         self._feeders.add(feeder)
         feeder.start()
-        return ResultIterator(self.engine, job, buffer, feeder, timeout_error)
+        return ResultIterator(self.engine, job, buffer, feeder, timeout_error, cancel_on_drop)
 
     # --- shutdown --------------------------------------------------------------------------
 
@@ -218,13 +229,15 @@ class ResultIterator(Generic[T]):
         buffer: ResultBuffer,
         feeder: Feeder,
         timeout_error: type[BaseException],
+        cancel_on_drop: bool = True,
     ) -> None:
         self._buffer = buffer
         self._timeout_error = timeout_error
         self._job = job
         self._engine = engine
         self._feeder = feeder
-        self._finalizer = weakref.finalize(self, _abandon, engine, job, feeder)
+        if cancel_on_drop:
+            weakref.finalize(self, _abandon, engine, job, feeder)
 
     def __iter__(self) -> ResultIterator[T]:
         return self
@@ -242,7 +255,7 @@ class ResultIterator(Generic[T]):
 
         With ``error``, results not yet arrived raise it instead of being waited for.
         """
-        self._finalizer()
+        _abandon(self._engine, self._job, self._feeder)
         if error is not None:
             self._buffer.abort(error)
 

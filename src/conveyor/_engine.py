@@ -36,7 +36,6 @@ from ._serialize import FunctionRegistry, FunctionTable, describe_call
 from ._stats import Counters, PoolStats, WorkerStats
 from .errors import (
     ConveyorError,
-    SerializationError,
     TaskCancelledError,
     TaskTimeoutError,
     WorkerCrashedError,
@@ -79,10 +78,13 @@ class Backend(Protocol):
     name: str
     pickles: bool
     can_kill: bool
+    engine: Engine | None  # bound by Engine.start, before any worker is spawned
 
     def start(self, engine: Engine) -> None: ...
 
     def spawn(self, slot: Slot) -> WorkerHandle: ...
+
+    def abort_start(self) -> None: ...
 
     def wakeup(self) -> None: ...
 
@@ -157,10 +159,17 @@ class Engine:
     # --- life cycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        self.backend.start(self)
+        """Start the workers, then the backend's supervision; undo everything on failure."""
+        self.backend.engine = self
         with self._lock:
-            for index in range(self.size):
-                self._slots.append(self._spawn(Slot(index, self.max_tasks_per_worker)))
+            try:
+                for index in range(self.size):
+                    self._slots.append(self._spawn(Slot(index, self.max_tasks_per_worker)))
+            except BaseException:
+                self._state = EngineState.TERMINATED
+                self.backend.abort_start()
+                raise
+        self.backend.start(self)
 
     def _spawn(self, slot: Slot) -> Slot:
         slot.handle = self.backend.spawn(slot)
@@ -227,7 +236,7 @@ class Engine:
                 job.func_id, job.func_bytes = self.functions.register(
                     job.fn, pickled=self.backend.pickles
                 )
-            except SerializationError as exc:
+            except Exception as exc:  # the function cannot be pickled: its job fails
                 out.append((job.sink.abort, (exc,)))
                 return
             self._active[job.id] = job
@@ -468,7 +477,17 @@ class Engine:
         with self._delivering() as out:
             self._break(error, out)
 
-    def _break(self, error: WorkerInitError, out: list[Thunk]) -> None:
+    def on_internal_error(self, exc: BaseException) -> None:
+        """The backend's supervision failed (a bug): fail everything loudly, stop."""
+        error = ConveyorError(
+            f"conveyor's supervisor thread failed ({type(exc).__name__}: {exc}); the pool "
+            "has stopped. Please report this with the traceback printed above."
+        )
+        error.__cause__ = exc
+        with self._delivering() as out:
+            self._break(error, out)
+
+    def _break(self, error: ConveyorError, out: list[Thunk]) -> None:
         if self._state is EngineState.BROKEN:
             return
         self._state = EngineState.BROKEN
@@ -497,6 +516,8 @@ class Engine:
         """A worker is gone: settle what it held, and replace it if work remains."""
         with self._delivering() as out:
             never_ready = slot.state is SlotState.STARTING and slot.kill_reason is None
+            if slot.kill_reason is None and not slot.retired_itself and exitcode != 0:
+                self._counters.worker_crashes += 1  # died on its own: crash, OOM, kill -9
             slot.state = SlotState.DEAD
             held = list(slot.inflight)
             slot.inflight.clear()
@@ -573,7 +594,6 @@ class Engine:
             )
             self._fail_item(job, index, exc, out)
             return
-        self._counters.worker_crashes += 1
         attempt = running.attempt + 1
         if attempt <= job.options.retries and not job.cancelled:
             self._counters.tasks_retried += 1
@@ -661,6 +681,7 @@ class Engine:
 
     def _finish_job(self, job: Job, out: list[Thunk]) -> None:
         del self._active[job.id]
+        job.release()  # its items may be large; nothing will send them again
         out.append((job.sink.close, (job.total or 0,)))
         self._changed.notify_all()
 

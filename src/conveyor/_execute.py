@@ -64,13 +64,13 @@ def run_chunk(
                 threading.main_thread()
             ):
                 raise
-            errors[len(values)] = _as_task_error(exc)
+            errors[len(values)] = as_task_error(exc)
             values.append(FAILED)
     return values, errors, time.perf_counter() - started
 
 
-def _as_task_error(exc: BaseException) -> BaseException:
-    # A task that calls sys.exit() must not end the worker (nor, re-raised, the caller).
+def as_task_error(exc: BaseException) -> BaseException:
+    """A task that calls sys.exit() must not end its worker: it becomes TaskExitError."""
     if isinstance(exc, SystemExit):
         error = TaskExitError(exc.code)
         error.__cause__ = exc

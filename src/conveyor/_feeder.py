@@ -27,8 +27,13 @@ MIN_WINDOW_ITEMS = 16
 class Feeder:
     """Pushes items from ``iterator`` into ``job`` as the consumer makes room."""
 
-    def __init__(self, engine: Engine, job: Job, iterator: Iterator[Any]) -> None:
+    def __init__(
+        self, engine: Engine, job: Job, iterator: Iterator[Any], *, align: int | None = None
+    ) -> None:
         self._engine = engine
+        # With ``align`` (a fixed chunk size) items are read in whole chunks, and an input
+        # error replaces the chunk it interrupted: multiprocessing's semantics.
+        self._align = align
         self._job = job
         self._iterator = iterator
         self._cond = threading.Condition()
@@ -76,12 +81,17 @@ class Feeder:
                 if self._stopped or self._job.cancelled:
                     return 0
                 if self._unbounded:
-                    return max(MIN_WINDOW_ITEMS, self._job.sizer.size(None))
+                    return self._aligned(max(MIN_WINDOW_ITEMS, self._job.sizer.size(None)))
                 room = self._window() - self._outstanding
                 if room > 0:
-                    return room
+                    return self._aligned(room)
                 # Time-boxed wait: a missed notify can cost a little latency, never a hang.
                 self._cond.wait(0.5)
+
+    def _aligned(self, room: int) -> int:
+        if not self._align:
+            return room
+        return max(self._align, room - room % self._align)
 
     def _run(self) -> None:
         error: BaseException | None = None
@@ -96,6 +106,8 @@ class Feeder:
                     batch.extend(islice(self._iterator, room))
                 except Exception as exc:
                     error = exc
+                    if self._align:  # the interrupted chunk is lost, as in the stdlib
+                        del batch[len(batch) - len(batch) % self._align :]
                 if batch:
                     with self._cond:
                         self._outstanding += len(batch)

@@ -31,10 +31,11 @@ import cloudpickle
 
 from . import _worker
 from ._channel import ChannelClosed, ParentEnd, make_socket_pair
+from ._compat import REMOTE_TRACEBACK_TYPES, Flavor, forkserver_preload
 from ._engine import EncodeError, Engine, Slot
 from ._scheduler import Chunk
-from ._serialize import dumps, unpack_exception
-from .errors import SerializationError
+from ._serialize import add_note, describe_callable, dumps, unpack_exception
+from .errors import RemoteTraceback, SerializationError
 
 # The supervisor wakes at least this often even with nothing to do: a cheap safety net
 # so that no missed wake-up can ever turn into a hang.
@@ -57,20 +58,10 @@ def resolve_context(context: BaseContext | str | None) -> BaseContext:
     else:
         ctx = context
     if ctx.get_start_method() == "forkserver":
-        _preload_worker_module(ctx)
+        # Workers then start with conveyor already imported. '__main__' stays in the list,
+        # as in the stdlib, so classes defined in the main script unpickle by reference.
+        forkserver_preload(ctx, "conveyor._worker")
     return ctx
-
-
-def _preload_worker_module(ctx: BaseContext) -> None:
-    # Only effective before the fork server starts; harmless afterwards. Keeping
-    # '__main__' preserves the stdlib's behaviour for classes defined in the main script.
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver  # the module's singleton; no public getter exists
-    if getattr(server, "_forkserver_pid", None) is None:
-        modules = list(getattr(server, "_preload_modules", ["__main__"]))
-        if "conveyor._worker" not in modules:
-            ctx.set_forkserver_preload([*modules, "conveyor._worker"])
 
 
 class ProcessWorker:
@@ -83,7 +74,7 @@ class ProcessWorker:
         try:
             self.process = backend.ctx.Process(  # type: ignore[attr-defined]
                 target=_worker.main,
-                args=(child_sock, backend.config_bytes),
+                args=(child_sock, backend.config_bytes, backend.initargs),
                 name=f"conveyor-worker-{slot.index}",
             )
             self.process.start()
@@ -92,7 +83,7 @@ class ProcessWorker:
             raise
         finally:
             child_sock.close()
-        self.pid: int | None = self.process.pid
+        self.pid: int | None = getattr(self.process, "pid", None)
         self.channel = ParentEnd(parent_sock)
         self.write_lock = threading.Lock()
         self.exited = False
@@ -134,22 +125,36 @@ class ProcessWorker:
             except (OSError, ValueError):
                 pass  # already reaped
 
+    def discard(self) -> None:
+        """Stop a worker the supervisor never saw (the pool failed while starting)."""
+        self.process.terminate()
+        self.process.join()
+        self.exited = True
+        with self.write_lock:
+            self.channel.close()
+
 
 def _encode_items(chunk: Chunk) -> bytes:
+    """Pickle a chunk's arguments; on failure, find which items cannot be pickled.
+
+    Each failing item fails with the pickler's own exception, as in the stdlib, plus a
+    note naming the task.
+    """
     try:
         return dumps(chunk.items)
-    except Exception:
-        pass
+    except Exception as exc:
+        first_error = exc
     failures: dict[int, BaseException] = {}
+    what = describe_callable(chunk.job.fn)
     for pos, item in enumerate(chunk.items):
         try:
             dumps(item)
         except Exception as exc:
-            failures[pos] = SerializationError(
-                f"cannot pickle the arguments of task {chunk.indices[pos]} "
-                f"({type(item).__name__}): {exc}"
+            failures[pos] = add_note(
+                exc,
+                f"conveyor: cannot pickle the arguments of task {chunk.indices[pos]} of {what}",
             )
-    raise EncodeError(failures or {-1: SerializationError("cannot pickle the chunk")})
+    raise EncodeError(failures or {-1: first_error})
 
 
 class ProcessBackend:
@@ -168,23 +173,25 @@ class ProcessBackend:
         worker_state: Any = None,
         max_tasks: int | None = None,
         max_memory: int | None = None,
+        flavor: Flavor = Flavor.CONVEYOR,
     ) -> None:
         self.ctx = resolve_context(context)
+        self.initargs = tuple(initargs)
+        self.traceback_type = REMOTE_TRACEBACK_TYPES.get(flavor, RemoteTraceback)
         config = _worker.WorkerConfig(
             initializer=initializer,
-            initargs=tuple(initargs),
             worker_state=worker_state,
             max_tasks=max_tasks,
             max_memory=max_memory,
             pool_pid=os.getpid(),
             start_method=self.ctx.get_start_method(),
+            flavor=flavor,
         )
         try:
             self.config_bytes = cloudpickle.dumps(config)
         except Exception as exc:
-            raise SerializationError(
-                f"cannot pickle the pool's initializer, initargs or worker_state: {exc}"
-            ) from exc
+            add_note(exc, "conveyor: cannot pickle the pool's initializer or worker_state")
+            raise
         self.engine: Engine | None = None
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -234,8 +241,13 @@ class ProcessBackend:
             return not thread.is_alive()
         return True
 
-    def live_pids(self) -> list[int]:
-        return list(self._live)
+    def abort_start(self) -> None:
+        """Undo a start that failed part-way: stop the workers already started."""
+        with self._requests:
+            started, self._new = self._new, []
+        for worker in started:
+            worker.discard()
+        self._close_all()
 
     # --- the supervisor loop -----------------------------------------------------------
 
@@ -252,6 +264,10 @@ class ProcessBackend:
                 for key, mask in self._selector.select(timeout):
                     self._handle_event(key.data, mask)
                 deadline = engine.tick(time.monotonic())
+        except BaseException as exc:
+            # A bug here must fail every waiting caller loudly, never leave them hanging.
+            engine.on_internal_error(exc)
+            raise
         finally:
             self._close_all()
 
@@ -333,14 +349,15 @@ class ProcessBackend:
         kind, chunk_id, compute_s = _worker.RESULT_HEADER.unpack_from(frame)
         body = memoryview(frame)[_worker.RESULT_HEADER.size :]
         if kind == _worker.DONE:
-            values, errors = _decode_results(body)
+            values, errors = _decode_results(body, self.traceback_type)
             engine.on_chunk_done(worker.slot, chunk_id, values, errors, compute_s, len(frame))
         elif kind == _worker.READY:
             engine.on_ready(worker.slot)
         elif kind == _worker.RETIRING:
             engine.on_retiring(worker.slot)
         elif kind == _worker.INIT_FAILED:
-            engine.on_init_failed(worker.slot, unpack_exception(pickle.loads(body)))
+            packed = pickle.loads(body)
+            engine.on_init_failed(worker.slot, unpack_exception(packed, self.traceback_type))
 
     def _reap(self, worker: ProcessWorker) -> None:
         engine = self.engine
@@ -353,15 +370,19 @@ class ProcessBackend:
         exitcode = worker.process.exitcode
         worker.exited = True
         self._live.pop(worker.pid or -1, None)
-        worker.channel.close()
+        with worker.write_lock:  # a caller thread may be writing to it right now
+            worker.channel.close()
         worker.process.close()
         engine.on_worker_exit(worker.slot, exitcode)
 
     def _close_all(self) -> None:
+        if self._closed:
+            return
         for worker in list(self._live.values()):
             worker.kill()
             worker.process.join(timeout=5)
-            worker.channel.close()
+            with worker.write_lock:
+                worker.channel.close()
         self._live.clear()
         self._selector.close()
         with self._requests:
@@ -370,15 +391,19 @@ class ProcessBackend:
             os.close(self._wake_w)
 
 
-def _decode_results(body: memoryview) -> tuple[list[Any], dict[int, BaseException]]:
+def _decode_results(
+    body: memoryview, traceback_type: type[Exception]
+) -> tuple[list[Any], dict[int, BaseException]]:
     try:
         values, packed = pickle.loads(body)
-    except Exception as exc:
+    except BaseException as exc:  # even SystemExit from a hostile __reduce__: never let
+        # it end the supervisor thread, which would leave every caller waiting forever
         error = SerializationError(f"cannot unpickle a task's result in the parent: {exc!r}")
+        error.__cause__ = exc
         return [], {-1: error}
     if not packed:
         return values, {}
-    return values, {pos: unpack_exception(p) for pos, p in packed.items()}
+    return values, {pos: unpack_exception(p, traceback_type) for pos, p in packed.items()}
 
 
 __all__ = ["ProcessBackend", "default_context", "resolve_context"]

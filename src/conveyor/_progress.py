@@ -33,19 +33,23 @@ class _Bar:
             self._tqdm = tqdm(total=total, desc=desc, unit="task", dynamic_ncols=True)
 
     def advance(self, count: int) -> None:
+        # Results arrive on several threads (thread pools); tqdm's own counter is not
+        # thread-safe, so it is advanced under our lock.
         with self._lock:
             self.done += count
             done = self.done
-        if self._tqdm is not None:
-            self._tqdm.update(count)
+            if self._tqdm is not None:
+                self._tqdm.update(count)
         if self._callback is not None:
             self._callback(done, self.total)
 
     def finish(self, total: int) -> None:
         if self._tqdm is not None:
-            self._tqdm.total = total
-            self._tqdm.refresh()
-            self._tqdm.close()
+            with self._lock:
+                self._tqdm.total = total
+                self._tqdm.n = self.done
+                self._tqdm.refresh()
+                self._tqdm.close()
 
 
 class ProgressSink:

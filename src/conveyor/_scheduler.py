@@ -189,7 +189,7 @@ class Job:
 
     def _queued(self) -> int:
         if self._sequence is not None:
-            return len(self._sequence) - self._next_index
+            return max(0, len(self._sequence) - self._next_index)
         return sum(len(b) for b in self._batches)
 
     def remaining_hint(self) -> int | None:
@@ -234,6 +234,12 @@ class Job:
         if self._sequence is not None:
             self._next_index = len(self._sequence)
         return dropped
+
+    def release(self) -> None:
+        """Drop the references to the job's input (it is complete or abandoned)."""
+        self._sequence = None
+        self._batches.clear()
+        self._retry.clear()
 
     @property
     def complete(self) -> bool:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import pickle
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
-from .errors import RemoteTraceback, SerializationError, UnpicklableExceptionError
+from .errors import RemoteTraceback, UnpicklableExceptionError
 
 PROTOCOL = 5
 # How many distinct functions a worker remembers. The parent mirrors each worker's table
@@ -39,13 +40,25 @@ loads = pickle.loads
 
 
 def dumps_function(fn: Callable[..., Any]) -> bytes:
-    """Pickle a callable by value where needed (lambdas, closures, ``__main__``)."""
+    """Pickle a callable by value where needed (lambdas, closures, ``__main__``).
+
+    On failure the pickler's own exception propagates (as the stdlib's would), with a
+    note naming the function.
+    """
     try:
         return cloudpickle.dumps(fn, PROTOCOL)
     except Exception as exc:
-        raise SerializationError(
-            f"cannot pickle the function {describe_callable(fn)}: {exc}"
-        ) from exc
+        add_note(exc, f"conveyor: cannot pickle the function {describe_callable(fn)}")
+        raise
+
+
+def add_note(exc: BaseException, note: str) -> BaseException:
+    """Attach ``note`` to ``exc`` (PEP 678; shown in tracebacks on 3.11+). Returns ``exc``."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+    return exc
 
 
 def describe_callable(fn: Any) -> str:
@@ -90,14 +103,20 @@ def pack_exception(exc: BaseException) -> tuple[str, Any, str]:
     return ("pickle", data, tb)
 
 
-def unpack_exception(packed: tuple[str, Any, str]) -> BaseException:
+def unpack_exception(
+    packed: tuple[str, Any, str], traceback_type: type[Exception] = RemoteTraceback
+) -> BaseException:
+    """Rebuild a worker's exception, its remote traceback attached as ``__cause__``."""
     kind, payload, tb = packed
     if kind == "pickle":
-        exc: BaseException = pickle.loads(payload)
+        try:
+            exc: BaseException = pickle.loads(payload)
+        except BaseException as error:  # even SystemExit from a hostile __reduce__
+            exc = UnpicklableExceptionError(type(error).__name__, str(error), tb)
     else:
         type_name, message = payload
         exc = UnpicklableExceptionError(type_name, message, tb)
-    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+    exc.__cause__ = traceback_type(f'\n"""\n{tb}"""')
     return exc
 
 
@@ -147,24 +166,41 @@ class FunctionTable:
 class FunctionRegistry:
     """Parent side: gives each distinct callable an id and pickles it once.
 
-    Holds a strong reference to each registered callable so its ``id()`` cannot be reused
-    by another object while the entry lives.
+    Entries hold the callable weakly where it allows (functions, most callables), so a
+    registry never keeps a task's callable, or the object a bound method holds, alive
+    after its jobs are done. Callables that refuse weak references (builtins) are held
+    strongly; they live forever anyway. Either way ``id()`` cannot be reused while the
+    entry lives, because a dead weak reference removes its entry.
     """
 
     def __init__(self, size: int = 4 * FUNCTION_TABLE_SIZE) -> None:
         self._size = size
-        self._by_identity: OrderedDict[int, tuple[Any, int, bytes | None]] = OrderedDict()
+        self._by_identity: OrderedDict[int, tuple[Callable[[], Any], int, bytes | None]] = (
+            OrderedDict()
+        )
         self._next_id = 0
 
     def register(self, fn: Callable[..., Any], *, pickled: bool) -> tuple[int, bytes | None]:
         """Return the callable's id, and its pickle when ``pickled`` (made once)."""
-        entry = self._by_identity.get(id(fn))
-        if entry is not None and entry[0] is fn:
-            self._by_identity.move_to_end(id(fn))
+        key = id(fn)
+        entry = self._by_identity.get(key)
+        if entry is not None and entry[0]() is fn:
+            self._by_identity.move_to_end(key)
             return entry[1], entry[2]
         data = dumps_function(fn) if pickled else None
         self._next_id += 1
-        self._by_identity[id(fn)] = (fn, self._next_id, data)
+        self._by_identity[key] = (self._reference(fn, key), self._next_id, data)
         while len(self._by_identity) > self._size:
             self._by_identity.popitem(last=False)
         return self._next_id, data
+
+    def _reference(self, fn: Callable[..., Any], key: int) -> Callable[[], Any]:
+        entries = self._by_identity
+
+        def forget(_: object) -> None:
+            entries.pop(key, None)
+
+        try:
+            return weakref.ref(fn, forget)
+        except TypeError:
+            return lambda: fn

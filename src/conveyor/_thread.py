@@ -45,6 +45,9 @@ class ThreadWorker:
     def kill(self) -> None:
         self.inbox.put(_STOP)  # a thread cannot be killed; it stops after its current task
 
+    def discard(self) -> None:
+        self.inbox.put(_STOP)
+
     def abandon(self) -> None:
         """Let the thread finish its current task in the background; nobody waits for it."""
         self.abandoned = True
@@ -84,6 +87,9 @@ class ThreadWorker:
             )
             engine.on_chunk_done(self.slot, chunk.id, values, errors, compute_s, 0)
             done += len(values)
+            # Drop our references before blocking on the inbox again: the caller may be
+            # waiting for its arguments and results to be freed.
+            del chunk, values, errors
 
 
 class ThreadBackend:
@@ -115,6 +121,10 @@ class ThreadBackend:
 
     def start(self, engine: Engine) -> None:
         self.engine = engine
+
+    def abort_start(self) -> None:
+        for worker in self._workers:
+            worker.discard()
 
     def spawn(self, slot: Slot) -> ThreadWorker:
         worker = ThreadWorker(self, slot)

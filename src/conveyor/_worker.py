@@ -21,8 +21,9 @@ from typing import Any
 import cloudpickle
 
 from ._channel import ChannelClosed, WorkerEnd
-from ._execute import FAILED, CallMode, install_state, run_chunk
-from ._serialize import FunctionTable, dumps, pack_exception
+from ._compat import Flavor, MaybeEncodingError
+from ._execute import FAILED, CallMode, as_task_error, install_state, run_chunk
+from ._serialize import PROTOCOL, FunctionTable, add_note, dumps, pack_exception
 from .errors import SerializationError
 
 # parent -> worker: kind, chunk id, function id, call mode, function-bytes length
@@ -40,25 +41,30 @@ PARENT_GONE_EXIT = 4
 
 
 class WorkerConfig:
-    """What a worker needs to start; pickled with cloudpickle by the parent."""
+    """What a worker needs to start; pickled with cloudpickle by the parent.
+
+    ``initargs`` travel apart, as a ``Process`` argument pickled by multiprocessing
+    itself, because objects such as ``multiprocessing.Queue`` may only be pickled while a
+    process is being spawned (exactly as with the stdlib's ``Pool``).
+    """
 
     def __init__(
         self,
         initializer: Any,
-        initargs: tuple[Any, ...],
         worker_state: Any,
         max_tasks: int | None,
         max_memory: int | None,
         pool_pid: int,
         start_method: str,
+        flavor: Flavor,
     ) -> None:
         self.initializer = initializer
-        self.initargs = initargs
         self.worker_state = worker_state
         self.max_tasks = max_tasks
         self.max_memory = max_memory
         self.pool_pid = pool_pid
         self.start_method = start_method
+        self.flavor = flavor
 
 
 class _BrokenFunction:
@@ -73,7 +79,7 @@ class _BrokenFunction:
         ) from self.error
 
 
-def main(sock: Any, config_bytes: bytes) -> None:
+def main(sock: Any, config_bytes: bytes, initargs: tuple[Any, ...] = ()) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = WorkerEnd(sock)
@@ -82,14 +88,14 @@ def main(sock: Any, config_bytes: bytes) -> None:
     install_state(config.worker_state, per_thread=False)
     if config.initializer is not None:
         try:
-            config.initializer(*config.initargs)
+            config.initializer(*initargs)
         except BaseException as exc:
             _send(channel, INIT_FAILED, 0, 0.0, pack_exception(exc))
             sys.stdout.flush()
             os._exit(INIT_FAILED_EXIT)
     _send(channel, READY, 0, 0.0, os.getpid())
     try:
-        _serve(channel, config.max_tasks, config.max_memory)
+        _serve(channel, config)
     except ChannelClosed:
         pass  # the parent is gone or closed our channel: nothing left to do
     finally:
@@ -97,9 +103,11 @@ def main(sock: Any, config_bytes: bytes) -> None:
         sys.stderr.flush()
 
 
-def _serve(channel: WorkerEnd, max_tasks: int | None, max_memory: int | None) -> None:
+def _serve(channel: WorkerEnd, config: WorkerConfig) -> None:
     functions = FunctionTable()
-    memory = _MemoryGauge(max_memory)
+    max_tasks = config.max_tasks
+    memory = _MemoryGauge(config.max_memory)
+    encode = _ResultEncoder(config.flavor)
     done = 0
     while (max_tasks is None or done < max_tasks) and not memory.exceeded():
         # (the memory check runs between chunks: a chunk is never cut short)
@@ -118,8 +126,9 @@ def _serve(channel: WorkerEnd, max_tasks: int | None, max_memory: int | None) ->
             continue
         values, errors, compute_s = run_chunk(fn, CallMode(mode), items)
         del items
-        _send_results(channel, chunk_id, values, errors, compute_s)
+        channel.send(RESULT_HEADER.pack(DONE, chunk_id, compute_s) + encode(values, errors))
         done += len(values)
+        del values, errors
     if memory.exceeded():
         # Tell the parent first: chunks it already sent us were never started.
         _send(channel, RETIRING, 0, 0.0, None)
@@ -158,42 +167,53 @@ def _unpickle_failure(exc: BaseException) -> tuple[Any, Any]:
     return (None, {-1: pack_exception(error)})
 
 
-def _send_results(
-    channel: WorkerEnd,
-    chunk_id: int,
-    values: list[Any],
-    errors: dict[int, BaseException],
-    compute_s: float,
-) -> None:
-    packed = {pos: pack_exception(exc) for pos, exc in errors.items()} if errors else None
-    if packed:
-        values = [None if v is FAILED else v for v in values]
-    try:
-        payload = dumps((values, packed))
-    except Exception:
-        values, packed = _isolate_unpicklable_results(values, packed or {})
-        payload = dumps((values, packed))
-    channel.send(RESULT_HEADER.pack(DONE, chunk_id, compute_s) + payload)
+class _ResultEncoder:
+    """Pickles a chunk's results; a result that cannot be pickled fails alone.
 
+    The stdlib-compatible pools pickle results with the stdlib pickler only, and report a
+    failure as the stdlib does (``MaybeEncodingError`` for ``multiprocessing``, the
+    pickler's own exception for ``concurrent.futures``); conveyor's own API also takes
+    what only cloudpickle can pickle (a lambda as a result).
+    """
 
-def _isolate_unpicklable_results(
-    values: list[Any], packed: dict[int, Any]
-) -> tuple[list[Any], dict[int, Any]]:
-    """Replace each result that cannot be pickled by an error naming it."""
-    for pos, value in enumerate(values):
-        if pos in packed:
-            continue
+    def __init__(self, flavor: Flavor) -> None:
+        self._flavor = flavor
+        self._dumps = dumps if flavor is Flavor.CONVEYOR else _stdlib_dumps
+
+    def __call__(self, values: list[Any], errors: dict[int, BaseException]) -> bytes:
+        packed = {pos: pack_exception(exc) for pos, exc in errors.items()} if errors else None
+        if packed:
+            values = [None if v is FAILED else v for v in values]
         try:
-            dumps(value)
-        except Exception as exc:
-            values[pos] = None
-            packed[pos] = pack_exception(
-                SerializationError(
-                    f"the result of item {pos} of the chunk ({type(value).__name__}) could "
-                    f"not be pickled to send it back: {exc}"
-                )
-            )
-    return values, packed
+            return self._dumps((values, packed))
+        except BaseException:  # a hostile __reduce__ may raise anything, even SystemExit
+            values, packed = self._isolate_failures(values, packed or {})
+            return dumps((values, packed))
+
+    def _isolate_failures(
+        self, values: list[Any], packed: dict[int, Any]
+    ) -> tuple[list[Any], dict[int, Any]]:
+        for pos, value in enumerate(values):
+            if pos in packed:
+                continue
+            try:
+                self._dumps(value)
+            except BaseException as exc:
+                values[pos] = None
+                packed[pos] = pack_exception(self._describe(exc, value, pos))
+        return values, packed
+
+    def _describe(self, exc: BaseException, value: Any, pos: int) -> BaseException:
+        if self._flavor is Flavor.MULTIPROCESSING:
+            return MaybeEncodingError(exc, value)
+        exc = as_task_error(exc)
+        return add_note(
+            exc, f"conveyor: cannot pickle the result ({type(value).__name__}) to send it back"
+        )
+
+
+def _stdlib_dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, PROTOCOL)
 
 
 def _send(channel: WorkerEnd, kind: int, chunk_id: int, compute_s: float, body: Any) -> None:

@@ -163,11 +163,13 @@ class TaskCancelledError(ConveyorError, _FuturesCancelledError):
     """
 
 
-class TaskExitError(ConveyorError):
+class TaskExitError(ConveyorError, SystemExit):
     """A task called ``sys.exit()`` (raised ``SystemExit``).
 
-    The worker survives and the caller gets this error rather than a ``SystemExit`` that
-    would end the caller's own thread. ``code`` is the exit code the task asked for.
+    The worker survives, and the task fails with this error naming the code it asked for.
+    It is a ``SystemExit`` (what ``concurrent.futures`` hands back in this case, so
+    ``except SystemExit`` works) and also an ``Exception`` (so ``except Exception`` in the
+    caller catches it rather than letting it end the program).
 
     Example::
 
@@ -177,21 +179,24 @@ class TaskExitError(ConveyorError):
 
     def __init__(self, code: object = None) -> None:
         super().__init__(f"task called sys.exit({code!r}); the worker was kept alive")
-        self.code = code
+        self.code = code  # type: ignore[assignment]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (TaskExitError, (self.code,))
 
 
-class SerializationError(ConveyorError, TypeError):
-    """A function, argument or result could not be pickled or unpickled.
+class SerializationError(ConveyorError, TypeError, BrokenProcessPool):
+    """A task's function, arguments or result could not be unpickled on the other side.
 
-    Subclasses :class:`TypeError`, what :mod:`pickle` itself raises for most such cases.
-    The message names the task and the object that failed.
+    (What cannot be *pickled* fails with the pickler's own exception, as in the stdlib,
+    with a note naming the task.) Subclasses :class:`TypeError`, and ``BrokenProcessPool``
+    because that is what ``concurrent.futures`` raises here; unlike there, only this task
+    fails and the pool goes on.
 
     Example::
 
-        pool.submit(print, threading.Lock())   # SerializationError: cannot pickle ...
+        fut = pool.submit(load, record)     # record's class is missing in the worker
+        fut.result()                         # SerializationError: ... could not unpickle
     """
 
 

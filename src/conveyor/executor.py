@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
+from ._compat import Flavor, on_interpreter_exit
 from ._core import BackendName, PoolCore, ResultIterator
 from ._cpus import available_cpus
 from ._execute import CallMode
@@ -38,6 +39,16 @@ from ._stats import PoolStats
 T = TypeVar("T")
 
 __all__ = ["ProcessPoolExecutor", "ThreadPoolExecutor"]
+
+_interpreter_exiting = False
+
+
+def _refuse_new_work() -> None:
+    global _interpreter_exiting
+    _interpreter_exiting = True
+
+
+on_interpreter_exit(_refuse_new_work)
 
 
 class _PoolExecutor(futures.Executor):
@@ -79,14 +90,20 @@ class _PoolExecutor(futures.Executor):
             finish_at_exit=True,
             thread_name_prefix=thread_name_prefix,
             max_worker_memory=max_worker_memory,
+            flavor=Flavor.FUTURES,
         )
         self._max_workers = self._core.size
+
+    def _check_accepting(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _interpreter_exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Schedule ``fn(*args, **kwargs)``; return a :class:`concurrent.futures.Future`."""
         with self._shutdown_lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_accepting()
             future: Future[T] = Future()
             job = self._core.submit_call(fn, args, kwargs, FutureSink(future))
             if not future.done():
@@ -113,14 +130,16 @@ class _PoolExecutor(futures.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         with self._shutdown_lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_accepting()
+            # As in the stdlib, work submitted by map() runs even if the iterator is
+            # dropped unused; one that was started and then closed cancels the rest.
             results = self._core.iterate(
                 fn,
                 zip(*iterables),  # noqa: B905 - the shortest input wins, as in map()
                 CallMode.STAR,
                 chunksize=chunksize if chunksize > 1 else None,
                 timeout_error=futures.TimeoutError,
+                cancel_on_drop=False,
             )
             self._maps.add(results)
         end = None if timeout is None else time.monotonic() + timeout

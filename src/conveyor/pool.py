@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
+from ._compat import Flavor
 from ._core import BackendName, PoolCore, ResultIterator, _terminate
 from ._execute import CallMode
 from ._results import ApplyResult, AsyncResult, MapResult
@@ -88,6 +89,7 @@ class Pool:
             worker_state=worker_state,
             options=TaskOptions(timeout=task_timeout, retries=retries),
             max_worker_memory=max_worker_memory,
+            flavor=Flavor.MULTIPROCESSING,
         )
         self._processes = self._core.size
         self._finalizer = weakref.finalize(self, _terminate, self._core.engine)
@@ -200,6 +202,7 @@ class Pool:
             ordered=ordered,
             chunksize=chunksize,
             timeout_error=multiprocessing.TimeoutError,
+            chunk_granular_input_errors=True,
         )
 
     # --- life cycle ------------------------------------------------------------------------

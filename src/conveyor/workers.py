@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
+from ._compat import Flavor
 from ._core import BackendName, PoolCore, ResultIterator
 from ._execute import CallMode
 from ._progress import ProgressArg, with_progress
@@ -93,6 +94,7 @@ class WorkerPool:
             worker_state=worker_state,
             options=TaskOptions(timeout=timeout, retries=retries),
             max_worker_memory=max_worker_memory,
+            flavor=Flavor.CONVEYOR,
         )
         self._jobs: dict[Future[Any], Job] = {}
 

@@ -1,0 +1,66 @@
+"""The few places conveyor must touch the stdlib's private names, each said why.
+
+Everything here exists so that code written for ``multiprocessing`` or
+``concurrent.futures`` sees exactly the types and behaviour it was written against. No
+stdlib object is patched; we only read.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from concurrent.futures import process as _futures_process
+from multiprocessing import pool as _mp_pool
+from typing import Any
+
+
+class Flavor(enum.Enum):
+    """Whose conventions a pool follows where the stdlib's two APIs differ."""
+
+    MULTIPROCESSING = "multiprocessing"  # Pool, ThreadPool
+    FUTURES = "futures"  # ProcessPoolExecutor, ThreadPoolExecutor
+    CONVEYOR = "conveyor"  # WorkerPool, conveyor.map
+
+
+# The type of a remote traceback attached as __cause__. Tests (CPython's own) and user
+# code check it exactly: multiprocessing.pool.RemoteTraceback is public; the executor's
+# _RemoteTraceback is private but it is what concurrent.futures users get.
+REMOTE_TRACEBACK_TYPES: dict[Flavor, type[Exception]] = {
+    Flavor.MULTIPROCESSING: _mp_pool.RemoteTraceback,  # type: ignore[attr-defined]
+    Flavor.FUTURES: _futures_process._RemoteTraceback,
+}
+
+MaybeEncodingError: type[Exception] = _mp_pool.MaybeEncodingError  # type: ignore[attr-defined]
+
+
+def on_interpreter_exit(callback: Callable[[], Any]) -> None:
+    """Run ``callback`` when the interpreter starts shutting down, before atexit handlers.
+
+    concurrent.futures uses ``threading._register_atexit`` so that ``submit`` from an
+    atexit handler fails with "cannot schedule new futures after interpreter shutdown";
+    we use the same hook to behave the same. Plain atexit is the fallback.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(callback)
+    else:
+        import atexit
+
+        atexit.register(callback)
+
+
+def forkserver_preload(ctx: Any, module: str) -> None:
+    """Add ``module`` to the fork server's preload list, if the server is not yet running.
+
+    There is no public way to read the current preload list or whether the server
+    started; we read both from the module's singleton rather than overwrite the list.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None) is not None:
+        return
+    modules = list(getattr(server, "_preload_modules", ["__main__"]))
+    if module not in modules:
+        ctx.set_forkserver_preload([*modules, module])
