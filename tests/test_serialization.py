@@ -140,3 +140,12 @@ def test_classes_defined_in_a_test_module_round_trip():
     with conveyor.Pool(1) as pool:
         exc = pool.apply(tasks.identity, (ValueError("x"),))
         assert isinstance(exc, ValueError) and str(exc) == "x"
+
+
+def test_a_lambdas_remote_traceback_shows_its_file_and_source_line():
+    with conveyor.Pool(1) as pool, pytest.raises(ZeroDivisionError) as info:
+        pool.apply(lambda: 1 / 0)  # the line the traceback must show
+    remote = str(info.value.__cause__)
+    assert __file__ in remote
+    assert "pool.apply(lambda: 1 / 0)  # the line the traceback must show" in remote
+    assert "_execute.py" not in remote  # conveyor's own frames are left out

@@ -8,11 +8,15 @@ worker (see ``FunctionTable``), so a lambda or a function defined in a REPL just
 
 from __future__ import annotations
 
+import io
+import marshal
 import pickle
 import traceback
+import types
 import weakref
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -28,12 +32,38 @@ FUNCTION_TABLE_SIZE = 64
 _PICKLE_FAILURES = (pickle.PicklingError, TypeError, AttributeError, ValueError)
 
 
+_RUNNER_FILE = str(Path(__file__).with_name("_execute.py"))
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+    return (marshal.loads, (marshal.dumps(code),))
+
+
+class _ByValuePickler(cloudpickle.Pickler):
+    """cloudpickle, except that code objects keep their file name.
+
+    cloudpickle renames the code of functions it pickles by value to "<dynamic-code>"
+    (for deterministic payloads), which would strip the file and source line from every
+    traceback of a lambda or ``__main__`` function raised in a worker. ``marshal`` keeps
+    the whole code object; parent and workers always run the same interpreter, so its
+    version-specific format is safe here.
+    """
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def _by_value(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    _ByValuePickler(buffer, protocol=PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
 def dumps(obj: Any) -> bytes:
     """Pickle ``obj``: the fast C pickler, or cloudpickle for what it cannot handle."""
     try:
         return pickle.dumps(obj, PROTOCOL)
     except _PICKLE_FAILURES:
-        return cloudpickle.dumps(obj, PROTOCOL)
+        return _by_value(obj)
 
 
 loads = pickle.loads
@@ -46,7 +76,7 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
     note naming the function.
     """
     try:
-        return cloudpickle.dumps(fn, PROTOCOL)
+        return _by_value(fn)
     except Exception as exc:
         add_note(exc, f"conveyor: cannot pickle the function {describe_callable(fn)}")
         raise
@@ -92,7 +122,7 @@ def pack_exception(exc: BaseException) -> tuple[str, Any, str]:
     unpickle (a custom ``__init__`` signature); finding out in the parent would be too late
     to say which task it was.
     """
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
     # The traceback and chained exceptions hold frames; drop them before pickling.
     exc.__traceback__ = None
     try:
@@ -101,6 +131,13 @@ def pack_exception(exc: BaseException) -> tuple[str, Any, str]:
     except Exception:
         return ("text", (type(exc).__qualname__, _safe_str(exc)), tb)
     return ("pickle", data, tb)
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Skip the frames of conveyor's own chunk runner: the user's code comes first."""
+    while tb is not None and tb.tb_frame.f_code.co_filename == _RUNNER_FILE:
+        tb = tb.tb_next
+    return tb
 
 
 def unpack_exception(

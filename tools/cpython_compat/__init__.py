@@ -1,0 +1,1 @@
+"""CPython's own pool/executor tests, run against conveyor: see README.md beside this file."""

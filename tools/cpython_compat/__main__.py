@@ -1,0 +1,5 @@
+import sys
+
+from tools.cpython_compat.run import main
+
+sys.exit(main())
