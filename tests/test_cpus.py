@@ -23,7 +23,7 @@ def test_available_cpus_follows_the_affinity_mask():
 def test_a_cgroup_quota_caps_the_count(monkeypatch, tmp_path):
     cpu_max = tmp_path / "cpu.max"
     cpu_max.write_text("150000 100000\n")  # 1.5 CPUs -> 2
-    monkeypatch.setattr(_cpus, "_CGROUP_V2_MAX", cpu_max)
+    monkeypatch.setattr(_cpus, "_CGROUP_V2_MAX", str(cpu_max))
     monkeypatch.setattr(_cpus, "_affinity_count", lambda: 64)
     assert conveyor.available_cpus() == 2
     cpu_max.write_text("max 100000\n")

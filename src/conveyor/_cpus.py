@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
-_CGROUP_V2_MAX = Path("/sys/fs/cgroup/cpu.max")
-_CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-_CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+# Plain strings, not pathlib: `import conveyor` stays light.
+_CGROUP_V2_MAX = "/sys/fs/cgroup/cpu.max"
+_CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+_CGROUP_V1_PERIOD = "/sys/fs/cgroup/cpu/cpu.cfs_period_us"
 
 
 def available_cpus() -> int:
@@ -37,13 +37,18 @@ def _affinity_count() -> int:
 def _cgroup_quota() -> float | None:
     """CPU quota in CPUs (e.g. 1.5), or None when unlimited or unknown."""
     try:
-        if _CGROUP_V2_MAX.exists():
-            quota, period = _CGROUP_V2_MAX.read_text().split()[:2]
+        if os.path.exists(_CGROUP_V2_MAX):
+            quota, period = _read(_CGROUP_V2_MAX).split()[:2]
             return None if quota == "max" else int(quota) / int(period)
-        if _CGROUP_V1_QUOTA.exists():
-            quota_us = int(_CGROUP_V1_QUOTA.read_text())
-            period_us = int(_CGROUP_V1_PERIOD.read_text())
+        if os.path.exists(_CGROUP_V1_QUOTA):
+            quota_us = int(_read(_CGROUP_V1_QUOTA))
+            period_us = int(_read(_CGROUP_V1_PERIOD))
             return None if quota_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
     return None
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()

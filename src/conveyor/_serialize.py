@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import marshal
+import os
 import pickle
 import traceback
 import types
 import weakref
 from collections import ChainMap, OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -32,7 +32,7 @@ FUNCTION_TABLE_SIZE = 64
 _PICKLE_FAILURES = (pickle.PicklingError, TypeError, AttributeError, ValueError)
 
 
-_RUNNER_FILE = str(Path(__file__).with_name("_execute.py"))
+_RUNNER_FILE = os.path.join(os.path.dirname(__file__), "_execute.py")
 
 
 def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
