@@ -260,3 +260,15 @@ class FailsToUnpickle:
 
     def __reduce__(self):
         return (_fail_to_unpickle, ())
+
+
+def array_sum(a):
+    return float(a.sum())
+
+
+def array_double(a):
+    return a * 2
+
+
+def array_first_then_die(a):
+    os.kill(os.getpid(), signal.SIGKILL)

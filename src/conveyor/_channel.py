@@ -6,7 +6,9 @@ processes). The parent side is non-blocking and buffered: the supervisor thread 
 blocks on a write, which is what makes the parent/worker deadlock of "both sides writing
 a large message" impossible. The worker side is plain blocking I/O.
 
-Frame: 8-byte little-endian payload length, then the payload (a pickle).
+Frame: a 12-byte header (payload length, number of file descriptors), then the payload
+(a pickle). Descriptors of shared-memory buffers (see ``_shm.py``) ride on the header's
+bytes as SCM_RIGHTS ancillary data.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ import socket
 import struct
 from collections import deque
 
-_HEADER = struct.Struct("<Q")
+from ._shm import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
+
+_HEADER = struct.Struct("<QI")  # payload length, number of file descriptors carried
 HEADER_BYTES = _HEADER.size
 # Read in large gulps: a frame of a few MB arrives in a handful of system calls.
 READ_BYTES = 1 << 20
+_SMALL_BYTES = 65536
+
+Frame = tuple[bytes, list[int]]  # payload, and the descriptors that came with it
 
 
 class ChannelClosed(EOFError):
@@ -35,8 +42,27 @@ def make_socket_pair() -> tuple[socket.socket, socket.socket]:
     return parent, child
 
 
-def frame(payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload)) + payload
+class _Descriptors:
+    """File descriptors received but not yet claimed by a frame.
+
+    The kernel delivers descriptors in stream order, attached to the first bytes of the
+    frame that sent them, so by the time a frame is complete its descriptors are here,
+    in order: the frame header says how many to take.
+    """
+
+    def __init__(self) -> None:
+        self._fds: deque[int] = deque()
+
+    def add(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        if ancdata:
+            self._fds.extend(fds_from_ancillary(ancdata))
+
+    def take(self, count: int) -> list[int]:
+        return [self._fds.popleft() for _ in range(count)]
+
+    def close(self) -> None:
+        close_fds(list(self._fds))
+        self._fds.clear()
 
 
 class ParentEnd:
@@ -49,8 +75,10 @@ class ParentEnd:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self._out: deque[memoryview] = deque()
+        # Pieces to send, each with the descriptors to attach to its first byte.
+        self._out: deque[tuple[memoryview, list[int]]] = deque()
         self._in = bytearray()
+        self._received = _Descriptors()
         self.closed = False
 
     def fileno(self) -> int:
@@ -60,26 +88,36 @@ class ParentEnd:
     def wants_write(self) -> bool:
         return bool(self._out)
 
-    def write(self, payload: bytes) -> bool:
-        """Queue a frame and send what the socket takes now; True if all of it went out."""
+    def write(self, payload: bytes, fds: list[int] | None = None) -> bool:
+        """Queue a frame (the channel now owns ``fds``); send what the socket takes now.
+
+        Returns True if all of it went out.
+        """
+        fds = fds or []
         if self.closed:
+            close_fds(fds)
             raise ChannelClosed("channel closed")
-        header = _HEADER.pack(len(payload))
-        if not self._out and len(payload) < 65536:
+        header = _HEADER.pack(len(payload), len(fds))
+        if not self._out and len(payload) < _SMALL_BYTES:
             # The common small-message case: one system call, no copy kept.
-            self._out.append(memoryview(header + payload))
+            self._out.append((memoryview(header + payload), fds))
         else:
-            self._out.append(memoryview(header))
-            self._out.append(memoryview(payload))
+            self._out.append((memoryview(header), fds))
+            self._out.append((memoryview(payload), []))
         return self.flush()
 
     def flush(self) -> bool:
         """Send buffered bytes until the socket would block; True when the buffer is empty."""
         out = self._out
         while out:
-            head = out[0]
+            head, fds = out[0]
             try:
-                sent = self.sock.send(head)
+                if fds:
+                    sent = self.sock.sendmsg([head], rights(fds))
+                    close_fds(fds)  # the message holds its own references now
+                    out[0] = (head, [])
+                else:
+                    sent = self.sock.send(head)
             except BlockingIOError:
                 return False
             except OSError as exc:
@@ -88,21 +126,22 @@ class ParentEnd:
             if sent == len(head):
                 out.popleft()
             else:
-                out[0] = head[sent:]
+                out[0] = (head[sent:], [])
                 return False
         return True
 
-    def read_frames(self) -> list[bytes]:
+    def read_frames(self) -> list[Frame]:
         """Read what is available; return the complete frames. Raises ChannelClosed on EOF."""
         buf = self._in
         while True:
             try:
-                data = self.sock.recv(READ_BYTES)
+                data, ancdata, _, _ = self.sock.recvmsg(READ_BYTES, ANCILLARY_BYTES)
             except BlockingIOError:
                 break
             except OSError as exc:
                 self.closed = True
                 raise ChannelClosed(str(exc)) from exc
+            self._received.add(ancdata)
             if not data:
                 self.closed = True
                 frames = self._split(buf)
@@ -114,17 +153,16 @@ class ParentEnd:
                 break
         return self._split(buf)
 
-    @staticmethod
-    def _split(buf: bytearray) -> list[bytes]:
+    def _split(self, buf: bytearray) -> list[Frame]:
         frames = []
         offset = 0
         end = len(buf)
         while end - offset >= HEADER_BYTES:
-            (size,) = _HEADER.unpack_from(buf, offset)
+            size, nfds = _HEADER.unpack_from(buf, offset)
             start = offset + HEADER_BYTES
             if end - start < size:
                 break
-            frames.append(bytes(buf[start : start + size]))
+            frames.append((bytes(buf[start : start + size]), self._received.take(nfds)))
             offset = start + size
         if offset:
             del buf[:offset]
@@ -132,7 +170,10 @@ class ParentEnd:
 
     def close(self) -> None:
         self.closed = True
+        for _, fds in self._out:
+            close_fds(fds)
         self._out.clear()
+        self._received.close()
         self.sock.close()
 
 
@@ -143,24 +184,34 @@ class WorkerEnd:
         sock.setblocking(True)
         self.sock = sock
         self._header = bytearray(HEADER_BYTES)
+        self._received = _Descriptors()
 
-    def recv(self) -> bytes:
+    def recv(self) -> Frame:
         self._read_exact_into(memoryview(self._header))
-        (size,) = _HEADER.unpack(self._header)
+        size, nfds = _HEADER.unpack(self._header)
         body = bytearray(size)
         self._read_exact_into(memoryview(body))
-        return bytes(body) if size < 65536 else body  # type: ignore[return-value]
+        payload = bytes(body) if size < _SMALL_BYTES else body
+        return payload, self._received.take(nfds)  # type: ignore[return-value]
 
     def _read_exact_into(self, view: memoryview) -> None:
         while len(view):
-            n = self.sock.recv_into(view)
+            n, ancdata, _, _ = self.sock.recvmsg_into([view], ANCILLARY_BYTES)
+            self._received.add(ancdata)
             if n == 0:
                 raise ChannelClosed("parent closed the channel")
             view = view[n:]
 
-    def send(self, payload: bytes) -> None:
-        header = _HEADER.pack(len(payload))
-        if len(payload) < 65536:
+    def send(self, payload: bytes, fds: list[int] | None = None) -> None:
+        """Send one frame; ``fds`` (closed here once sent) travel with its header."""
+        header = _HEADER.pack(len(payload), len(fds or ()))
+        if fds:
+            try:
+                self.sock.sendmsg([header], rights(fds))
+            finally:
+                close_fds(fds)
+            self.sock.sendall(payload)
+        elif len(payload) < _SMALL_BYTES:
             self.sock.sendall(header + payload)
         else:
             self.sock.sendall(header)

@@ -34,7 +34,9 @@ from ._channel import ChannelClosed, ParentEnd, make_socket_pair
 from ._compat import REMOTE_TRACEBACK_TYPES, Flavor, forkserver_preload
 from ._engine import EncodeError, Engine, Slot
 from ._scheduler import Chunk
-from ._serialize import add_note, describe_callable, dumps, unpack_exception
+from ._serialize import add_note, describe_callable, dumps, loads, unpack_exception
+from ._shm import AVAILABLE as SHM_AVAILABLE
+from ._shm import OutOfBand
 from .errors import RemoteTraceback, SerializationError
 
 # The supervisor wakes at least this often even with nothing to do: a cheap safety net
@@ -92,18 +94,19 @@ class ProcessWorker:
         job = chunk.job
         function = job.func_bytes if send_function else b""
         assert function is not None
-        items = _encode_items(chunk)
+        items, oob = _encode_items(chunk)
         header = _worker.TASK_HEADER.pack(
             _worker.RUN, chunk.id, job.func_id, int(job.mode), len(function)
         )
+        nbytes = len(items) + (oob.nbytes if oob else 0)
         with self.write_lock:
             try:
-                flushed = self.channel.write(header + function + items)
+                flushed = self.channel.write(header + function + items, oob.fds if oob else None)
             except ChannelClosed:
-                return len(items)  # the worker is dying; its sentinel will settle the chunk
+                return nbytes  # the worker is dying; its sentinel will settle the chunk
         if not flushed:
             self.backend.watch_writes(self)
-        return len(items)
+        return nbytes
 
     def stop(self) -> None:
         header = _worker.TASK_HEADER.pack(_worker.STOP, 0, 0, 0, 0)
@@ -134,14 +137,15 @@ class ProcessWorker:
             self.channel.close()
 
 
-def _encode_items(chunk: Chunk) -> bytes:
-    """Pickle a chunk's arguments; on failure, find which items cannot be pickled.
+def _encode_items(chunk: Chunk) -> tuple[bytes, OutOfBand | None]:
+    """Pickle a chunk's arguments (large buffers out of band, in shared memory).
 
-    Each failing item fails with the pickler's own exception, as in the stdlib, plus a
-    note naming the task.
+    On failure, find which items cannot be pickled: each fails with the pickler's own
+    exception, as in the stdlib, plus a note naming the task.
     """
+    oob = OutOfBand() if SHM_AVAILABLE else None
     try:
-        return dumps(chunk.items)
+        return dumps(chunk.items, oob), oob
     except Exception as exc:
         first_error = exc
     failures: dict[int, BaseException] = {}
@@ -332,8 +336,8 @@ class ProcessBackend:
         except ChannelClosed:
             self._forget_channel(worker)
             return
-        for frame in frames:
-            self._on_frame(worker, frame)
+        for frame, fds in frames:
+            self._on_frame(worker, frame, fds)
         if worker.channel.closed:
             self._forget_channel(worker)
 
@@ -343,13 +347,13 @@ class ProcessBackend:
         except (KeyError, ValueError):
             pass
 
-    def _on_frame(self, worker: ProcessWorker, frame: bytes) -> None:
+    def _on_frame(self, worker: ProcessWorker, frame: bytes, fds: list[int]) -> None:
         engine = self.engine
         assert engine is not None
         kind, chunk_id, compute_s = _worker.RESULT_HEADER.unpack_from(frame)
         body = memoryview(frame)[_worker.RESULT_HEADER.size :]
         if kind == _worker.DONE:
-            values, errors = _decode_results(body, self.traceback_type)
+            values, errors = _decode_results(body, self.traceback_type, fds)
             engine.on_chunk_done(worker.slot, chunk_id, values, errors, compute_s, len(frame))
         elif kind == _worker.READY:
             engine.on_ready(worker.slot)
@@ -392,10 +396,10 @@ class ProcessBackend:
 
 
 def _decode_results(
-    body: memoryview, traceback_type: type[Exception]
+    body: memoryview, traceback_type: type[Exception], fds: list[int]
 ) -> tuple[list[Any], dict[int, BaseException]]:
     try:
-        values, packed = pickle.loads(body)
+        values, packed = loads(body, fds)
     except BaseException as exc:  # even SystemExit from a hostile __reduce__: never let
         # it end the supervisor thread, which would leave every caller waiting forever
         error = SerializationError(f"cannot unpickle a task's result in the parent: {exc!r}")

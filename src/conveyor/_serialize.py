@@ -21,6 +21,7 @@ from typing import Any
 
 import cloudpickle
 
+from ._shm import OutOfBand, map_fds
 from .errors import RemoteTraceback, UnpicklableExceptionError
 
 PROTOCOL = 5
@@ -52,21 +53,46 @@ class _ByValuePickler(cloudpickle.Pickler):
     dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
 
 
-def _by_value(obj: Any) -> bytes:
+def _by_value(obj: Any, oob: OutOfBand | None = None) -> bytes:
     buffer = io.BytesIO()
-    _ByValuePickler(buffer, protocol=PROTOCOL).dump(obj)
+    _ByValuePickler(buffer, protocol=PROTOCOL, buffer_callback=oob).dump(obj)
     return buffer.getvalue()
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle ``obj``: the fast C pickler, or cloudpickle for what it cannot handle."""
+def dumps(obj: Any, oob: OutOfBand | None = None) -> bytes:
+    """Pickle ``obj``: the fast C pickler, or cloudpickle for what it cannot handle.
+
+    With ``oob``, large buffers (NumPy arrays...) go out of band into shared memory; on
+    failure its descriptors are closed.
+    """
     try:
-        return pickle.dumps(obj, PROTOCOL)
+        return pickle.dumps(obj, PROTOCOL, buffer_callback=oob)
     except _PICKLE_FAILURES:
-        return _by_value(obj)
+        if oob is not None:
+            oob.close()
+    try:
+        return _by_value(obj, oob)
+    except BaseException:
+        if oob is not None:
+            oob.close()
+        raise
 
 
-loads = pickle.loads
+def stdlib_dumps(obj: Any, oob: OutOfBand | None = None) -> bytes:
+    """Pickle ``obj`` with the stdlib pickler only (the drop-in pools' results)."""
+    try:
+        return pickle.dumps(obj, PROTOCOL, buffer_callback=oob)
+    except BaseException:
+        if oob is not None:
+            oob.close()
+        raise
+
+
+def loads(data: Any, fds: list[int] | None = None) -> Any:
+    """Unpickle ``data``; ``fds`` are the shared-memory buffers it refers to, in order."""
+    if fds:
+        return pickle.loads(data, buffers=map_fds(fds))
+    return pickle.loads(data)
 
 
 def dumps_function(fn: Callable[..., Any]) -> bytes:

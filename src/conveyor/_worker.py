@@ -9,7 +9,6 @@ it is told to stop, or after ``max_tasks`` tasks. Message layouts are defined he
 from __future__ import annotations
 
 import os
-import pickle
 import select
 import signal
 import struct
@@ -23,7 +22,9 @@ import cloudpickle
 from ._channel import ChannelClosed, WorkerEnd
 from ._compat import Flavor, MaybeEncodingError
 from ._execute import FAILED, CallMode, as_task_error, install_state, run_chunk
-from ._serialize import PROTOCOL, FunctionTable, add_note, dumps, pack_exception
+from ._serialize import FunctionTable, add_note, dumps, loads, pack_exception, stdlib_dumps
+from ._shm import AVAILABLE as SHM_AVAILABLE
+from ._shm import OutOfBand
 from .errors import SerializationError
 
 # parent -> worker: kind, chunk id, function id, call mode, function-bytes length
@@ -111,7 +112,7 @@ def _serve(channel: WorkerEnd, config: WorkerConfig) -> None:
     done = 0
     while (max_tasks is None or done < max_tasks) and not memory.exceeded():
         # (the memory check runs between chunks: a chunk is never cut short)
-        frame = channel.recv()
+        frame, fds = channel.recv()
         kind, chunk_id, func_id, mode, func_len = TASK_HEADER.unpack_from(frame)
         if kind == STOP:
             return
@@ -120,13 +121,14 @@ def _serve(channel: WorkerEnd, config: WorkerConfig) -> None:
             functions.put(func_id, _load_function(frame[offset : offset + func_len]))
         fn = functions.get(func_id)
         try:
-            items = pickle.loads(frame[offset + func_len :])
+            items = loads(memoryview(frame)[offset + func_len :], fds)
         except Exception as exc:
             _send(channel, DONE, chunk_id, 0.0, _unpickle_failure(exc))
             continue
         values, errors, compute_s = run_chunk(fn, CallMode(mode), items)
         del items
-        channel.send(RESULT_HEADER.pack(DONE, chunk_id, compute_s) + encode(values, errors))
+        payload, result_fds = encode(values, errors)
+        channel.send(RESULT_HEADER.pack(DONE, chunk_id, compute_s) + payload, result_fds)
         done += len(values)
         del values, errors
     if memory.exceeded():
@@ -178,17 +180,22 @@ class _ResultEncoder:
 
     def __init__(self, flavor: Flavor) -> None:
         self._flavor = flavor
-        self._dumps = dumps if flavor is Flavor.CONVEYOR else _stdlib_dumps
+        self._dumps = dumps if flavor is Flavor.CONVEYOR else stdlib_dumps
 
-    def __call__(self, values: list[Any], errors: dict[int, BaseException]) -> bytes:
+    def __call__(
+        self, values: list[Any], errors: dict[int, BaseException]
+    ) -> tuple[bytes, list[int]]:
+        """The pickled results, and the shared-memory descriptors of their large buffers."""
         packed = {pos: pack_exception(exc) for pos, exc in errors.items()} if errors else None
         if packed:
             values = [None if v is FAILED else v for v in values]
+        oob = OutOfBand() if SHM_AVAILABLE else None
         try:
-            return self._dumps((values, packed))
+            return self._dumps((values, packed), oob), oob.fds if oob else []
         except BaseException:  # a hostile __reduce__ may raise anything, even SystemExit
             values, packed = self._isolate_failures(values, packed or {})
-            return dumps((values, packed))
+            oob = OutOfBand() if SHM_AVAILABLE else None
+            return dumps((values, packed), oob), oob.fds if oob else []
 
     def _isolate_failures(
         self, values: list[Any], packed: dict[int, Any]
@@ -210,10 +217,6 @@ class _ResultEncoder:
         return add_note(
             exc, f"conveyor: cannot pickle the result ({type(value).__name__}) to send it back"
         )
-
-
-def _stdlib_dumps(obj: Any) -> bytes:
-    return pickle.dumps(obj, PROTOCOL)
 
 
 def _send(channel: WorkerEnd, kind: int, chunk_id: int, compute_s: float, body: Any) -> None:
