@@ -1,0 +1,60 @@
+"""Sizes of every workload, for the full run and for --quick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+WORKERS = 2
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeats: int  # timed runs per figure, after one warm-up; the median is reported
+    figure_budget_s: float  # stop repeating a figure once its runs took this long
+    case_timeout_s: float  # one engine on one workload, in its own subprocess
+    tiny_tasks: int = 200_000
+    tiny_tuned_chunksize: int = 5000
+    tiny_warmup_tasks: int = 10_000
+    round_trips: int = 2000
+    round_trip_warmups: int = 50
+    cpu_tasks: int = 16
+    cpu_task_s: float = 0.25
+    payload_arrays: int = 64
+    payload_array_bytes: int = 8 * MB
+    startup_repeats: int = 7
+    io_tasks: int = 2000
+    io_sleep_s: float = 0.005
+    io_threads: int = 32
+    lazy_source_items: int = 10_000_000
+    lazy_take: int = 1000
+    lazy_stall_s: float = 3.0
+    # Eager engines would read all 10 M items (several GB of futures); the source stops
+    # feeding them past this growth, which is already the answer ("eats > 1 GB").
+    lazy_rss_cap_bytes: int = 1024 * MB
+    physical_repeats: int = 5
+
+
+FULL = Sizes(repeats=5, figure_budget_s=45.0, case_timeout_s=300.0)
+
+QUICK = replace(
+    FULL,
+    repeats=1,
+    figure_budget_s=5.0,
+    case_timeout_s=60.0,
+    tiny_tasks=20_000,
+    tiny_warmup_tasks=1000,
+    round_trips=200,
+    round_trip_warmups=10,
+    cpu_tasks=4,
+    payload_arrays=8,
+    startup_repeats=2,
+    io_tasks=320,
+    lazy_stall_s=1.0,
+    lazy_rss_cap_bytes=256 * MB,
+    physical_repeats=2,
+)
+
+
+def sizes_for(quick: bool) -> Sizes:
+    return QUICK if quick else FULL
