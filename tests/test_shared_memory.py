@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -16,8 +17,24 @@ pytestmark = pytest.mark.skipif(not _shm.AVAILABLE, reason="memfd and SCM_RIGHTS
 BIG = 2 * _shm.OOB_MIN_BYTES // 8  # float64 items: 2 MiB arrays, over the threshold
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def memfds_held() -> int:
+    """Shared-memory segments this process holds a descriptor of."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:conveyor-buffer")
+        except OSError:
+            pass  # closed while we looked (the listing's own descriptor, for one)
+    return count
+
+
+def wait_until(condition, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def shm_entries() -> set[str]:
@@ -48,11 +65,11 @@ def test_small_buffers_stay_in_the_pickle():
 def test_no_descriptor_or_named_segment_leaks_over_many_transfers():
     before_shm = shm_entries()
     with conveyor.Pool(2) as pool:
-        pool.map(tasks.array_double, [np.ones(BIG)] * 4)  # warm up
-        fds_before = open_fds()
         for _ in range(5):
             pool.map(tasks.array_double, [np.ones(BIG)] * 8)
-        assert open_fds() <= fds_before + 2
+        # The parent keeps finished argument segments for reuse, within a fixed budget.
+        assert memfds_held() * BIG * 8 <= _shm.MAX_CACHED_BYTES
+    assert wait_until(lambda: memfds_held() == 0)
     assert shm_entries() == before_shm  # memfds have no names: nothing to clean up
 
 
@@ -60,13 +77,36 @@ def test_a_worker_dying_with_shared_buffers_in_flight_leaks_nothing():
     before_shm = shm_entries()
     with conveyor.Pool(2) as pool:
         pool.map(tasks.array_sum, [np.ones(BIG)] * 2)
-        fds_before = open_fds()
         res = pool.map_async(tasks.array_first_then_die, [np.ones(BIG)] * 4, chunksize=2)
         with pytest.raises(conveyor.WorkerCrashedError):
             res.get(timeout=30)
         assert pool.map(tasks.array_sum, [np.ones(BIG)]) == [float(BIG)]
-        assert open_fds() <= fds_before + 2
+        held_while_open = memfds_held()
+    assert held_while_open <= 6  # the cache, not one per transfer
+    assert wait_until(lambda: memfds_held() == 0)
     assert shm_entries() == before_shm
+
+
+def _segments(pool):
+    return pool._core.engine.backend.segments  # the parent's cache of argument memory
+
+
+def test_argument_memory_is_reused_once_the_worker_lets_go_of_it():
+    arrays = [np.full(BIG, float(i)) for i in range(20)]
+    with conveyor.Pool(2) as pool:
+        assert pool.map(tasks.array_sum, arrays, chunksize=1) == [float(a.sum()) for a in arrays]
+        cache = _segments(pool)
+        # At most a few chunks are in flight at once; everything else reused their memory.
+        assert cache.created <= 6
+        assert cache.reused >= 14
+
+
+def test_an_argument_a_task_keeps_is_never_overwritten_by_later_arguments():
+    arrays = [np.full(BIG, float(i)) for i in range(12)]
+    with conveyor.Pool(1) as pool:
+        kept_intact = pool.map(tasks.keep_array_and_check_all_kept, arrays, chunksize=1)
+        assert kept_intact == [True] * len(arrays)
+        assert _segments(pool).reused == 0  # each segment was still held when it came back
 
 
 def test_thread_pools_pass_arrays_by_reference():

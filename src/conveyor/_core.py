@@ -8,6 +8,7 @@ messages.
 from __future__ import annotations
 
 import atexit
+import collections
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -232,6 +233,7 @@ class ResultIterator(Generic[T]):
         cancel_on_drop: bool = True,
     ) -> None:
         self._buffer = buffer
+        self._ready: collections.deque[tuple[bool, Any]] = collections.deque()
         self._timeout_error = timeout_error
         self._job = job
         self._engine = engine
@@ -243,7 +245,9 @@ class ResultIterator(Generic[T]):
         return self
 
     def next(self, timeout: float | None = None) -> T:
-        success, value = self._buffer.take(timeout, self._timeout_error)
+        if not self._ready:
+            self._ready.extend(self._buffer.take(timeout, self._timeout_error))
+        success, value = self._ready.popleft()
         if success:
             return value
         raise value

@@ -24,6 +24,7 @@ import pickle
 import selectors
 import threading
 import time
+from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -36,7 +37,7 @@ from ._engine import EncodeError, Engine, Slot
 from ._scheduler import Chunk
 from ._serialize import add_note, describe_callable, dumps, loads, unpack_exception
 from ._shm import AVAILABLE as SHM_AVAILABLE
-from ._shm import OutOfBand
+from ._shm import OutOfBand, Segment, SegmentCache, map_fds
 from .errors import RemoteTraceback, SerializationError
 
 # The supervisor wakes at least this often even with nothing to do: a cheap safety net
@@ -89,24 +90,44 @@ class ProcessWorker:
         self.channel = ParentEnd(parent_sock)
         self.write_lock = threading.Lock()
         self.exited = False
+        # Shared-memory segments lent with each chunk sent, in channel order: the worker
+        # answers chunks in that order, and its answer says which it has let go of.
+        self.lent: deque[list[Segment]] = deque()
 
     def send(self, chunk: Chunk, send_function: bool) -> int:
         job = chunk.job
         function = job.func_bytes if send_function else b""
         assert function is not None
-        items, oob = _encode_items(chunk)
+        items, oob = _encode_items(chunk, self.backend.segments)
         header = _worker.TASK_HEADER.pack(
             _worker.RUN, chunk.id, job.func_id, int(job.mode), len(function)
         )
         nbytes = len(items) + (oob.nbytes if oob else 0)
+        fds, segments = (oob.fds, oob.segments) if oob else ([], [])
         with self.write_lock:
+            # Recorded before the write: the answer may be read before this thread runs on.
+            self.lent.append(segments)
             try:
-                flushed = self.channel.write(header + function + items, oob.fds if oob else None)
+                flushed = self.channel.write(header + function + items, fds)
             except ChannelClosed:
+                self.backend.segments.discard(self.lent.pop())
                 return nbytes  # the worker is dying; its sentinel will settle the chunk
         if not flushed:
             self.backend.watch_writes(self)
         return nbytes
+
+    def settle_lent(self, released_mask: int) -> None:
+        """The worker answered a chunk: its segments it let go of can be reused."""
+        try:
+            segments = self.lent.popleft()
+        except IndexError:
+            return
+        self.backend.segments.give_back(segments, released_mask)
+
+    def forget_lent(self) -> None:
+        """The worker is gone: what it was lent cannot be reused (it may be mid-write)."""
+        while self.lent:
+            self.backend.segments.discard(self.lent.popleft())
 
     def stop(self) -> None:
         header = _worker.TASK_HEADER.pack(_worker.STOP, 0, 0, 0, 0)
@@ -135,15 +156,16 @@ class ProcessWorker:
         self.exited = True
         with self.write_lock:
             self.channel.close()
+            self.forget_lent()
 
 
-def _encode_items(chunk: Chunk) -> tuple[bytes, OutOfBand | None]:
+def _encode_items(chunk: Chunk, segments: SegmentCache) -> tuple[bytes, OutOfBand | None]:
     """Pickle a chunk's arguments (large buffers out of band, in shared memory).
 
     On failure, find which items cannot be pickled: each fails with the pickler's own
     exception, as in the stdlib, plus a note naming the task.
     """
-    oob = OutOfBand() if SHM_AVAILABLE else None
+    oob = OutOfBand(segments) if SHM_AVAILABLE else None
     try:
         return dumps(chunk.items, oob), oob
     except Exception as exc:
@@ -197,6 +219,7 @@ class ProcessBackend:
             add_note(exc, "conveyor: cannot pickle the pool's initializer or worker_state")
             raise
         self.engine: Engine | None = None
+        self.segments = SegmentCache()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -350,9 +373,10 @@ class ProcessBackend:
     def _on_frame(self, worker: ProcessWorker, frame: bytes, fds: list[int]) -> None:
         engine = self.engine
         assert engine is not None
-        kind, chunk_id, compute_s = _worker.RESULT_HEADER.unpack_from(frame)
+        kind, chunk_id, compute_s, released = _worker.RESULT_HEADER.unpack_from(frame)
         body = memoryview(frame)[_worker.RESULT_HEADER.size :]
         if kind == _worker.DONE:
+            worker.settle_lent(released)
             values, errors = _decode_results(body, self.traceback_type, fds)
             engine.on_chunk_done(worker.slot, chunk_id, values, errors, compute_s, len(frame))
         elif kind == _worker.READY:
@@ -376,6 +400,7 @@ class ProcessBackend:
         self._live.pop(worker.pid or -1, None)
         with worker.write_lock:  # a caller thread may be writing to it right now
             worker.channel.close()
+            worker.forget_lent()
         worker.process.close()
         engine.on_worker_exit(worker.slot, exitcode)
 
@@ -387,8 +412,10 @@ class ProcessBackend:
             worker.process.join(timeout=5)
             with worker.write_lock:
                 worker.channel.close()
+                worker.forget_lent()
         self._live.clear()
         self._selector.close()
+        self.segments.close()
         with self._requests:
             self._closed = True
             os.close(self._wake_r)
@@ -399,7 +426,7 @@ def _decode_results(
     body: memoryview, traceback_type: type[Exception], fds: list[int]
 ) -> tuple[list[Any], dict[int, BaseException]]:
     try:
-        values, packed = loads(body, fds)
+        values, packed = loads(body, map_fds(fds))
     except BaseException as exc:  # even SystemExit from a hostile __reduce__: never let
         # it end the supervisor thread, which would leave every caller waiting forever
         error = SerializationError(f"cannot unpickle a task's result in the parent: {exc!r}")

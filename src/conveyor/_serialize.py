@@ -21,7 +21,7 @@ from typing import Any
 
 import cloudpickle
 
-from ._shm import OutOfBand, map_fds
+from ._shm import OutOfBand
 from .errors import RemoteTraceback, UnpicklableExceptionError
 
 PROTOCOL = 5
@@ -88,10 +88,10 @@ def stdlib_dumps(obj: Any, oob: OutOfBand | None = None) -> bytes:
         raise
 
 
-def loads(data: Any, fds: list[int] | None = None) -> Any:
-    """Unpickle ``data``; ``fds`` are the shared-memory buffers it refers to, in order."""
-    if fds:
-        return pickle.loads(data, buffers=map_fds(fds))
+def loads(data: Any, buffers: list[Any] | None = None) -> Any:
+    """Unpickle ``data``; ``buffers`` are the out-of-band buffers it refers to, in order."""
+    if buffers:
+        return pickle.loads(data, buffers=buffers)
     return pickle.loads(data)
 
 

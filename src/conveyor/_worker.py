@@ -24,14 +24,15 @@ from ._compat import Flavor, MaybeEncodingError
 from ._execute import FAILED, CallMode, as_task_error, install_state, run_chunk
 from ._serialize import FunctionTable, add_note, dumps, loads, pack_exception, stdlib_dumps
 from ._shm import AVAILABLE as SHM_AVAILABLE
-from ._shm import OutOfBand
+from ._shm import MappedBuffers, OutOfBand
 from .errors import SerializationError
 
 # parent -> worker: kind, chunk id, function id, call mode, function-bytes length
 TASK_HEADER = struct.Struct("<BQQBQ")
 RUN, STOP = 1, 2
-# worker -> parent: kind, chunk id, compute seconds
-RESULT_HEADER = struct.Struct("<BQd")
+# worker -> parent: kind, chunk id, compute seconds, and (DONE) a mask of the chunk's
+# shared-memory segments the worker has let go of (see _shm.py)
+RESULT_HEADER = struct.Struct("<BQdQ")
 DONE, READY, INIT_FAILED, RETIRING = 1, 2, 3, 4
 # Exit code of a worker whose initializer failed (distinct from a crash).
 INIT_FAILED_EXIT = 3
@@ -120,17 +121,19 @@ def _serve(channel: WorkerEnd, config: WorkerConfig) -> None:
         if func_len:
             functions.put(func_id, _load_function(frame[offset : offset + func_len]))
         fn = functions.get(func_id)
+        mapped = MappedBuffers(fds)
         try:
-            items = loads(memoryview(frame)[offset + func_len :], fds)
+            items = loads(memoryview(frame)[offset + func_len :], mapped.buffers)
         except Exception as exc:
-            _send(channel, DONE, chunk_id, 0.0, _unpickle_failure(exc))
+            _send(channel, DONE, chunk_id, 0.0, _unpickle_failure(exc), mapped.released_mask())
             continue
         values, errors, compute_s = run_chunk(fn, CallMode(mode), items)
         del items
-        payload, result_fds = encode(values, errors)
-        channel.send(RESULT_HEADER.pack(DONE, chunk_id, compute_s) + payload, result_fds)
         done += len(values)
-        del values, errors
+        payload, result_fds = encode(values, errors)
+        del values, errors  # before the mask: a result may be an argument's array
+        header = RESULT_HEADER.pack(DONE, chunk_id, compute_s, mapped.released_mask())
+        channel.send(header + payload, result_fds)
     if memory.exceeded():
         # Tell the parent first: chunks it already sent us were never started.
         _send(channel, RETIRING, 0, 0.0, None)
@@ -219,8 +222,10 @@ class _ResultEncoder:
         )
 
 
-def _send(channel: WorkerEnd, kind: int, chunk_id: int, compute_s: float, body: Any) -> None:
-    channel.send(RESULT_HEADER.pack(kind, chunk_id, compute_s) + dumps(body))
+def _send(
+    channel: WorkerEnd, kind: int, chunk_id: int, compute_s: float, body: Any, released: int = 0
+) -> None:
+    channel.send(RESULT_HEADER.pack(kind, chunk_id, compute_s, released) + dumps(body))
 
 
 def _die_with_parent(pool_pid: int, channel: WorkerEnd, start_method: str) -> None:
