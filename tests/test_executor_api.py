@@ -15,6 +15,7 @@ from concurrent import futures
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import psutil
 import pytest
 
 import conveyor
@@ -398,3 +399,54 @@ def test_thread_names_default_to_the_stdlib_prefix(make_executor):
     executor = make_executor(2)
     name = executor.submit(tasks.thread_name).result(timeout=WAIT_S)
     assert name.startswith("ThreadPoolExecutor-")
+
+
+def test_a_map_whose_input_reader_cannot_start_leaves_the_executor_usable(
+    make_executor, monkeypatch
+):
+    # At interpreter shutdown no new thread can start; map() then fails, and nothing may
+    # be left waiting for input that no thread will ever read.
+    ex = make_executor(2)
+
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(conveyor._feeder.Feeder, "start", refuse)
+    with pytest.raises(RuntimeError, match="new thread"):
+        ex.map(abs, [-1, -2])
+    monkeypatch.undo()
+    assert ex.submit(abs, -3).result(timeout=20) == 3
+    shutting_down = threading.Thread(target=ex.shutdown)
+    shutting_down.start()
+    shutting_down.join(timeout=20)
+    assert not shutting_down.is_alive(), "shutdown(wait=True) hung on the failed map"
+
+
+def test_terminate_workers_stops_running_tasks_and_fails_their_futures(tmp_path):
+    with conveyor.ProcessPoolExecutor(2) as ex:
+        marker = str(tmp_path / "running")
+        running = ex.submit(tasks.announce_then_sleep, marker)
+        queued = [ex.submit(tasks.announce_then_sleep, marker + str(i)) for i in range(3)]
+        pids = [w.pid for w in ex.stats().workers]
+        wait_for_path(marker)
+        ex.terminate_workers()
+        for future in [running, *queued]:
+            with pytest.raises(futures.CancelledError):
+                future.result(timeout=10)
+        assert not any(psutil.pid_exists(pid) and _alive(pid) for pid in pids)
+        with pytest.raises(RuntimeError):
+            ex.submit(abs, 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for_path(path: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not Path(path).exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)

@@ -228,6 +228,8 @@ PARENT_SCRIPT = textwrap.dedent(
 
 
     def main(mode, marker):
+        if mode.startswith("executor"):
+            return executor_main(mode, marker)
         pool = conveyor.Pool(2)
         pids = [w.pid for w in pool.stats().workers]
         print("PIDS", *pids, flush=True)
@@ -242,6 +244,22 @@ PARENT_SCRIPT = textwrap.dedent(
                 pool.apply_async(tasks.announce_then_sleep, (marker,))
                 pool.close()
                 pool.join()
+        except KeyboardInterrupt:
+            print("INTERRUPTED", time.monotonic(), flush=True)
+            raise
+
+
+    def executor_main(mode, marker):
+        # Leaving the with block (or the interpreter, without one) must not wait for
+        # the running tasks after Ctrl-C, as the stdlib's executors do.
+        ex = conveyor.ProcessPoolExecutor(2)
+        print("PIDS", *[w.pid for w in ex.stats().workers], flush=True)
+        try:
+            if mode == "executor-with":
+                with ex:
+                    list(ex.map(tasks.announce_then_sleep, [marker, marker + "2"]))
+            else:
+                ex.submit(tasks.announce_then_sleep, marker).result()
         except KeyboardInterrupt:
             print("INTERRUPTED", time.monotonic(), flush=True)
             raise
@@ -270,7 +288,7 @@ def _start_parent(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, list[int
     return proc, [int(p) for p in line[1:]], marker
 
 
-@pytest.mark.parametrize("mode", ["map", "imap", "get", "join"])
+@pytest.mark.parametrize("mode", ["map", "imap", "get", "join", "executor-with", "executor-bare"])
 def test_ctrl_c_interrupts_the_caller_at_once_and_leaves_no_worker(tmp_path, mode):
     proc, pids, _ = _start_parent(tmp_path, mode)
     try:

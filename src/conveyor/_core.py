@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -41,8 +42,11 @@ _live_lock = threading.Lock()
 def _stop_live_engines() -> None:
     with _live_lock:
         engines = list(_live_engines.items())
+    # A program ended by Ctrl-C wants to stop, not to wait for running tasks: the
+    # interpreter records the uncaught exception before it runs atexit hooks.
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for engine, finish in engines:
-        if finish:
+        if finish and not interrupted:
             engine.close()
             engine.join()
         else:
@@ -178,8 +182,14 @@ class PoolCore:
         align = chunksize if chunk_granular_input_errors else None
         feeder = Feeder(self.engine, job, iterator, align=align)
         buffer.on_take = feeder.release
+        try:
+            feeder.start()
+        except BaseException:
+            # No thread will read the input (e.g. at interpreter shutdown): withdraw the
+            # job, or the pool would wait for its input forever.
+            self.engine.cancel(job)
+            raise
         self._feeders.add(feeder)
-        feeder.start()
         return ResultIterator(self.engine, job, buffer, feeder, timeout_error, cancel_on_drop)
 
     # --- shutdown --------------------------------------------------------------------------

@@ -159,6 +159,25 @@ class _PoolExecutor(futures.Executor):
         if wait:
             self._core.join()
 
+    def terminate_workers(self) -> None:
+        """Stop every worker now; tasks not finished fail with ``TaskCancelledError``.
+
+        Also shuts the executor down. (The API of Python 3.14's executors, on every
+        version; a thread cannot be stopped, so thread workers finish their current task.)
+        """
+        self.shutdown(wait=False, cancel_futures=True)
+        self._core.terminate()
+
+    kill_workers = terminate_workers  # workers are always stopped with SIGKILL
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            # Ctrl-C means stop, not "finish the running tasks first" (the stdlib's
+            # shutdown(wait=True) here would hang for as long as they run).
+            self.terminate_workers()
+        else:
+            self.shutdown(wait=True)
+
     def stats(self) -> PoolStats:
         """A snapshot of the executor's counters."""
         return self._core.stats()
