@@ -21,8 +21,8 @@ from ._shm import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
 
 _HEADER = struct.Struct("<QI")  # payload length, number of file descriptors carried
 HEADER_BYTES = _HEADER.size
-# Read in large gulps: a frame of a few MB arrives in a handful of system calls.
-READ_BYTES = 1 << 20
+# Read in gulps of this size: a frame of a few MB arrives in a few dozen system calls.
+READ_BYTES = 256 << 10
 _SMALL_BYTES = 65536
 
 Frame = tuple[bytes, list[int]]  # payload, and the descriptors that came with it
@@ -78,6 +78,9 @@ class ParentEnd:
         # Pieces to send, each with the descriptors to attach to its first byte.
         self._out: deque[tuple[memoryview, list[int]]] = deque()
         self._in = bytearray()
+        # Received into a buffer allocated once: recvmsg(n) would allocate (and, for a
+        # large n, map and unmap) n bytes on every call, tens of us per message.
+        self._scratch = memoryview(bytearray(READ_BYTES))
         self._received = _Descriptors()
         self.closed = False
 
@@ -133,23 +136,24 @@ class ParentEnd:
     def read_frames(self) -> list[Frame]:
         """Read what is available; return the complete frames. Raises ChannelClosed on EOF."""
         buf = self._in
+        scratch = self._scratch
         while True:
             try:
-                data, ancdata, _, _ = self.sock.recvmsg(READ_BYTES, ANCILLARY_BYTES)
+                n, ancdata, _, _ = self.sock.recvmsg_into([scratch], ANCILLARY_BYTES)
             except BlockingIOError:
                 break
             except OSError as exc:
                 self.closed = True
                 raise ChannelClosed(str(exc)) from exc
             self._received.add(ancdata)
-            if not data:
+            if not n:
                 self.closed = True
                 frames = self._split(buf)
                 if frames:
                     return frames
                 raise ChannelClosed("worker closed its channel")
-            buf += data
-            if len(data) < READ_BYTES:
+            buf += scratch[:n]
+            if n < READ_BYTES:
                 break
         return self._split(buf)
 

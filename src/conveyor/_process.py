@@ -281,6 +281,7 @@ class ProcessBackend:
     def _run(self) -> None:
         engine = self.engine
         assert engine is not None
+        engine.defer_deliveries()
         try:
             deadline: float | None = None
             while not self._finished(engine):
@@ -288,6 +289,8 @@ class ProcessBackend:
                 timeout = MAX_POLL_S
                 if deadline is not None:
                     timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+                # Wake the callers last, just before blocking (Engine.defer_deliveries).
+                engine.run_deferred()
                 for key, mask in self._selector.select(timeout):
                     self._handle_event(key.data, mask)
                 deadline = engine.tick(time.monotonic())
@@ -296,7 +299,10 @@ class ProcessBackend:
             engine.on_internal_error(exc)
             raise
         finally:
-            self._close_all()
+            try:
+                self._close_all()
+            finally:
+                engine.run_deferred()
 
     def _finished(self, engine: Engine) -> bool:
         from ._engine import EngineState
