@@ -564,7 +564,7 @@ def scenario_parent_kill(cls: type[Engine], directory: str):
 def scenario_ctrl_c(cls: type[Engine], directory: str):
     """Written as a user would: map inside ``with pool:``, except KeyboardInterrupt outside."""
     engine = cls()
-    emit("ready")
+    emit("ready", {})  # not None: the harness reads a None payload as "no event"
     slow = functools.partial(logged_sleep, directory)
     try:
         with engine.pool:
@@ -746,6 +746,8 @@ def drive_parent_kill(
     if ready is None:
         return {"outcome": "tasks never started"}
     workers = set(ready["workers"])
+    if not workers:  # no task logged its pid in time: "no orphans" would be vacuous
+        return {"outcome": "tasks never started"}
     tracker.snapshot()
     helpers_before = tracker.alive(exclude=workers | {case.pid})
     os.kill(case.pid, signal.SIGKILL)
