@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections import deque
 
 from ._shm import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
@@ -187,16 +188,57 @@ class WorkerEnd:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self.sock = sock
-        self._header = bytearray(HEADER_BYTES)
+        self._in = bytearray()
+        self._scratch = memoryview(bytearray(_SMALL_BYTES))
         self._received = _Descriptors()
 
-    def recv(self) -> Frame:
-        self._read_exact_into(memoryview(self._header))
-        size, nfds = _HEADER.unpack(self._header)
-        body = bytearray(size)
-        self._read_exact_into(memoryview(body))
-        payload = bytes(body) if size < _SMALL_BYTES else body
-        return payload, self._received.take(nfds)  # type: ignore[return-value]
+    def recv(self, spin_s: float = 0.0) -> Frame:
+        """The next frame. With ``spin_s``, poll that long before sleeping in the kernel.
+
+        A worker that has just answered usually gets its next task within ~100 us
+        (a caller doing submit/result in a loop). Catching it while still running saves
+        the wake-up of a sleeping process, a quarter of a round trip on this machine.
+        """
+        deadline = time.perf_counter() + spin_s if spin_s else 0.0
+        while True:
+            frame = self._pop_frame()
+            if frame is not None:
+                return frame
+            if deadline and time.perf_counter() < deadline:
+                try:
+                    self._receive(socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass
+            else:
+                self._receive(0)
+
+    def _receive(self, flags: int) -> None:
+        n, ancdata, _, _ = self.sock.recvmsg_into([self._scratch], ANCILLARY_BYTES, flags)
+        self._received.add(ancdata)
+        if n == 0:
+            raise ChannelClosed("parent closed the channel")
+        self._in += self._scratch[:n]
+
+    def _pop_frame(self) -> Frame | None:
+        buf = self._in
+        if len(buf) < HEADER_BYTES:
+            return None
+        size, nfds = _HEADER.unpack_from(buf)
+        end = HEADER_BYTES + size
+        if len(buf) >= end:
+            payload = bytes(buf[HEADER_BYTES:end])
+            del buf[:end]
+        elif size >= _SMALL_BYTES:
+            # A large frame: read the rest straight into its own buffer, no second copy.
+            body = bytearray(size)
+            have = len(buf) - HEADER_BYTES
+            body[:have] = buf[HEADER_BYTES:]
+            buf.clear()
+            self._read_exact_into(memoryview(body)[have:])
+            payload = body  # type: ignore[assignment]
+        else:
+            return None
+        return payload, self._received.take(nfds)
 
     def _read_exact_into(self, view: memoryview) -> None:
         while len(view):

@@ -1,0 +1,72 @@
+"""The framed channel: frames of any size, back to back, with descriptors, arrive intact."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from conveyor import _shm
+from conveyor._channel import ChannelClosed, ParentEnd, WorkerEnd, make_socket_pair
+
+SIZES = [0, 1, 11, 4096, 65535, 65536, 100_000, 3_000_000, 7]
+
+
+def _drain_writes(parent: ParentEnd) -> None:
+    while not parent.flush():
+        pass  # a stalled write finishes once the reader has taken enough
+
+
+def test_frames_of_every_size_reach_the_worker_in_order_and_intact():
+    parent_sock, child_sock = make_socket_pair()
+    parent, worker = ParentEnd(parent_sock), WorkerEnd(child_sock)
+    payloads = [os.urandom(size) for size in SIZES]
+    received = []
+    reader = threading.Thread(
+        target=lambda: received.extend(worker.recv(spin_s=0.001) for _ in payloads)
+    )
+    reader.start()
+    for payload in payloads:
+        parent.write(payload)
+    _drain_writes(parent)
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert [bytes(p) for p, _ in received] == payloads
+    assert all(fds == [] for _, fds in received)
+    parent.close()
+    worker.sock.close()
+
+
+@pytest.mark.skipif(not _shm.AVAILABLE, reason="descriptor passing is Linux-only here")
+def test_descriptors_travel_with_their_own_frame():
+    parent_sock, child_sock = make_socket_pair()
+    parent, worker = ParentEnd(parent_sock), WorkerEnd(child_sock)
+    r1, w1 = os.pipe()
+    parent.write(b"plain")
+    parent.write(b"with a descriptor", [w1])  # the channel owns (and closes) w1 now
+    parent.write(b"plain again")
+    frames = [worker.recv() for _ in range(3)]
+    assert [(bytes(p), len(fds)) for p, fds in frames] == [
+        (b"plain", 0),
+        (b"with a descriptor", 1),
+        (b"plain again", 0),
+    ]
+    (received_w,) = frames[1][1]
+    os.write(received_w, b"x")  # it is the pipe's write end, alive in this process
+    assert os.read(r1, 1) == b"x"
+    for fd in (r1, received_w):
+        os.close(fd)
+    parent.close()
+    worker.sock.close()
+
+
+def test_the_worker_sees_the_parent_closing_as_channel_closed():
+    parent_sock, child_sock = make_socket_pair()
+    parent, worker = ParentEnd(parent_sock), WorkerEnd(child_sock)
+    parent.write(b"last words")
+    parent.close()
+    assert bytes(worker.recv()[0]) == b"last words"
+    with pytest.raises(ChannelClosed):
+        worker.recv(spin_s=0.001)
+    worker.sock.close()
