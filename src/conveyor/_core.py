@@ -23,7 +23,7 @@ from ._execute import CallMode
 from ._feeder import Feeder
 from ._process import ProcessBackend
 from ._progress import ProgressArg, with_progress
-from ._results import ResultBuffer
+from ._results import ResultBuffer, Run
 from ._scheduler import ChunkSizer, Job, Sink, TaskOptions
 from ._stats import PoolStats
 from ._thread import ThreadBackend
@@ -243,7 +243,9 @@ class ResultIterator(Generic[T]):
         cancel_on_drop: bool = True,
     ) -> None:
         self._buffer = buffer
-        self._ready: collections.deque[tuple[bool, Any]] = collections.deque()
+        self._runs: collections.deque[Run] = collections.deque()
+        self._values: list[Any] = []  # the run being consumed, from ``_position`` on
+        self._position = 0
         self._timeout_error = timeout_error
         self._job = job
         self._engine = engine
@@ -255,12 +257,23 @@ class ResultIterator(Generic[T]):
         return self
 
     def next(self, timeout: float | None = None) -> T:
-        if not self._ready:
-            self._ready.extend(self._buffer.take(timeout, self._timeout_error))
-        success, value = self._ready.popleft()
-        if success:
-            return value
-        raise value
+        position = self._position
+        if position < len(self._values):  # the common case: the run in hand goes on
+            self._position = position + 1
+            return self._values[position]
+        return self._next_run(timeout)
+
+    def _next_run(self, timeout: float | None) -> T:
+        while True:
+            if not self._runs:
+                self._runs.extend(self._buffer.take(timeout, self._timeout_error))
+            success, payload = self._runs.popleft()
+            if not success:
+                self._values, self._position = [], 0
+                raise payload
+            if payload:
+                self._values, self._position = payload, 1
+                return payload[0]
 
     __next__ = next
 

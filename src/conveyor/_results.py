@@ -136,18 +136,24 @@ class MapResult(ApplyResult[list[T]]):
         self._set(False, exc)
 
 
+# A run of outcomes, as buffered and handed to the consumer: (True, [values...]) for
+# consecutive successes, (False, exception) for one failed item.
+Run = tuple[bool, Any]
+
+
 class ResultBuffer:
     """Results of a many-item job, buffered for an iterator (ordered or not).
 
-    ``on_take`` is told each time the consumer takes a result, which is how the feeder
-    knows it may read further.
+    Results are kept in runs, a chunk's values as one list, so that a million tiny results
+    cost a few hundred buffer operations, not a million. ``on_take`` is told how many
+    results the consumer takes, which is how the feeder knows it may read further.
     """
 
     def __init__(self, ordered: bool) -> None:
         self._ordered = ordered
         self._cond = threading.Condition()
-        self._by_index: dict[int, tuple[bool, Any]] = {}
-        self._arrived: collections.deque[tuple[bool, Any]] = collections.deque()
+        self._by_start: dict[int, Run] = {}  # ordered: runs by the index they start at
+        self._arrived: collections.deque[Run] = collections.deque()  # unordered
         self._next = 0  # ordered: the index the consumer waits for; unordered: taken count
         self._length: int | None = None
         self._aborted: BaseException | None = None
@@ -157,30 +163,32 @@ class ResultBuffer:
 
     def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
         with self._cond:
-            if self._ordered:
+            if not self._ordered:
+                self._arrived.append((True, list(values)))
+            elif isinstance(indices, range) and indices.step == 1:
+                self._by_start[indices.start] = (True, list(values))
+            else:  # items re-run one by one after a crash: runs of one
                 for index, value in zip(indices, values, strict=True):
-                    self._by_index[index] = (True, value)
-            else:
-                self._arrived.extend((True, value) for value in values)
+                    self._by_start[index] = (True, [value])
             self._cond.notify_all()
 
     def fail(self, index: int, exc: BaseException) -> None:
         with self._cond:
-            if self._ordered:
-                self._by_index[index] = (False, exc)
-            else:
-                self._arrived.append((False, exc))
+            self._add_failure(index, exc)
             self._cond.notify_all()
 
     def input_failed(self, index: int, exc: BaseException) -> None:
         # The iterable itself raised after ``index`` items: that is the last "result".
         with self._cond:
-            if self._ordered:
-                self._by_index[index] = (False, exc)
-            else:
-                self._arrived.append((False, exc))
+            self._add_failure(index, exc)
             self._length = index + 1
             self._cond.notify_all()
+
+    def _add_failure(self, index: int, exc: BaseException) -> None:
+        if self._ordered:
+            self._by_start[index] = (False, exc)
+        else:
+            self._arrived.append((False, exc))
 
     def abort(self, exc: BaseException) -> None:
         with self._cond:
@@ -198,20 +206,18 @@ class ResultBuffer:
 
     # --- consumer ------------------------------------------------------------------------
 
-    def take(
-        self, timeout: float | None, timeout_error: type[BaseException]
-    ) -> list[tuple[bool, Any]]:
-        """Wait for the next result; return it with every result ready behind it.
+    def take(self, timeout: float | None, timeout_error: type[BaseException]) -> list[Run]:
+        """Wait for the next result; return the runs of every result ready in order.
 
-        Taking results in runs costs one lock round per run instead of one per result,
-        which is what lets a consumer keep up with tiny tasks. Raises StopIteration at
-        the end, ``timeout_error`` after ``timeout`` seconds with nothing ready.
+        One lock round per batch of runs is what lets a consumer keep up with tiny
+        tasks. Raises StopIteration at the end, ``timeout_error`` after ``timeout``
+        seconds with nothing ready.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                outcomes = self._pop_ready()
-                if outcomes:
+                runs, count = self._pop_ready()
+                if runs:
                     break
                 if self._length is not None and self._next >= self._length:
                     raise StopIteration
@@ -222,21 +228,24 @@ class ResultBuffer:
                     raise timeout_error()
                 self._cond.wait(remaining)
         if self.on_take is not None:
-            self.on_take(len(outcomes))
-        return outcomes
+            self.on_take(count)
+        return runs
 
-    def _pop_ready(self) -> list[tuple[bool, Any]]:
+    def _pop_ready(self) -> tuple[list[Run], int]:
         if self._ordered:
-            by_index, index = self._by_index, self._next
-            outcomes = []
-            while index in by_index:
-                outcomes.append(by_index.pop(index))
-                index += 1
+            by_start, index = self._by_start, self._next
+            runs = []
+            while index in by_start:
+                run = by_start.pop(index)
+                runs.append(run)
+                index += len(run[1]) if run[0] else 1
+            count = index - self._next
         else:
-            outcomes = list(self._arrived)
+            runs = list(self._arrived)
             self._arrived.clear()
-        self._next += len(outcomes)
-        return outcomes
+            count = sum(len(payload) if ok else 1 for ok, payload in runs)
+        self._next += count
+        return runs, count
 
 
 class FutureSink:

@@ -142,8 +142,9 @@ class _PoolExecutor(futures.Executor):
                 cancel_on_drop=False,
             )
             self._maps.add(results)
-        end = None if timeout is None else time.monotonic() + timeout
-        return _timed(results, end)
+        if timeout is None:
+            return _untimed(results)
+        return _timed(results, time.monotonic() + timeout)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; optionally cancel what has not started; optionally wait."""
@@ -183,14 +184,20 @@ class _PoolExecutor(futures.Executor):
         return self._core.stats()
 
 
-def _timed(results: Any, end: float | None) -> Iterator[Any]:
+def _timed(results: Any, end: float) -> Iterator[Any]:
     try:
         while True:
-            remaining = None if end is None else max(0.0, end - time.monotonic())
             try:
-                yield results.next(remaining)
+                yield results.next(max(0.0, end - time.monotonic()))
             except StopIteration:
                 return
+    finally:
+        results.cancel()  # closed before the end: withdraw what has not started
+
+
+def _untimed(results: Any) -> Iterator[Any]:
+    try:
+        yield from results
     finally:
         results.cancel()
 
