@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
+import threading
 import time
 
 import psutil
@@ -149,3 +151,32 @@ def test_abandoned_imap_withdraws_queued_items():
         stats = pool.stats()
         assert stats.tasks_cancelled > 0
         assert pool.apply(tasks.square, (4,)) == 16
+
+
+def test_stopping_the_consumer_while_a_batch_is_being_read_does_not_hang_shutdown():
+    # The feeder is inside the user's generator when the consumer stops; the batch it
+    # then hands over must count as withdrawn, or the pool waits for it forever.
+    in_generator, release = threading.Event(), threading.Event()
+
+    def source():
+        for i in itertools.count():
+            if i == 16:  # the first item past the first window: read after one take
+                in_generator.set()
+                release.wait(20)
+            yield i
+
+    pool = conveyor.Pool(2)
+    try:
+        results = pool.imap(functools.partial(tasks.sleep_then, seconds=0.3), source())
+        assert next(results) == 0
+        assert in_generator.wait(20)
+        results.cancel()  # what dropping the iterator does
+        release.set()
+        pool.close()
+        joining = threading.Thread(target=pool.join)
+        joining.start()
+        joining.join(timeout=20)
+        assert not joining.is_alive(), "join() hung on a batch read after the cancel"
+    finally:
+        release.set()
+        pool.terminate()

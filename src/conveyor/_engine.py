@@ -253,6 +253,10 @@ class Engine:
         """Add lazily read items to a job (from its feeder thread)."""
         with self._delivering() as out:
             if job.cancelled or job.id not in self._active:
+                # Read while the job was being cancelled: these items are settled as
+                # withdrawn, or the job would wait for them forever once its input ends.
+                job.finished += len(batch)
+                self._finish_if_complete(job, out)
                 return
             job.push(batch)
             self._counters.tasks_submitted += len(batch)
