@@ -233,13 +233,21 @@ def test_shutdown_cancel_futures_cancels_queued_work_and_finishes_running_work(
     assert not any(marker.exists() for marker in markers)
 
 
-def test_shutdown_cancel_futures_also_cancels_queued_map_items(make_executor, gate, tmp_path):
+@pytest.mark.parametrize("input_kind", ["one list", "two iterables"])
+def test_shutdown_cancel_futures_also_cancels_queued_map_items(
+    make_executor, gate, tmp_path, input_kind
+):
+    # One list takes the in-memory path, several inputs the lazy one: both must cancel.
     executor = make_executor(1)
     started = tmp_path / "started"
     running = executor.submit(tasks.announce_then_wait, str(started), gate.path, "ran")
     wait_until(started.exists, "the first task to start")
     markers = [tmp_path / f"mapped-{i}" for i in range(4)]
-    results = executor.map(tasks.touch_path, [str(marker) for marker in markers], range(4))
+    paths = [str(marker) for marker in markers]
+    if input_kind == "one list":
+        results = executor.map(tasks.touch_path, paths)
+    else:
+        results = executor.map(tasks.touch_path, paths, range(4))
 
     executor.shutdown(wait=False, cancel_futures=True)
     gate.open()
@@ -413,7 +421,7 @@ def test_a_map_whose_input_reader_cannot_start_leaves_the_executor_usable(
 
     monkeypatch.setattr(conveyor._feeder.Feeder, "start", refuse)
     with pytest.raises(RuntimeError, match="new thread"):
-        ex.map(abs, [-1, -2])
+        ex.map(abs, iter([-1, -2]))  # an iterator is read lazily, on a feeder thread
     monkeypatch.undo()
     assert ex.submit(abs, -3).result(timeout=20) == 3
     shutting_down = threading.Thread(target=ex.shutdown)
@@ -450,3 +458,12 @@ def wait_for_path(path: str, timeout_s: float = 20.0) -> None:
     while not Path(path).exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.01)
+
+
+def test_map_over_a_list_in_memory_needs_no_reader_thread(make_executor):
+    executor = make_executor(2)
+    before = {t.name for t in threading.enumerate()}
+    results = executor.map(tasks.square, list(range(1000)))
+    readers = [t.name for t in threading.enumerate() if t.name not in before]
+    assert list(results) == [i * i for i in range(1000)]
+    assert not [name for name in readers if name.startswith("conveyor-feeder")]

@@ -192,6 +192,26 @@ class PoolCore:
         self._feeders.add(feeder)
         return ResultIterator(self.engine, job, buffer, feeder, timeout_error, cancel_on_drop)
 
+    def iterate_sequence(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        mode: CallMode,
+        *,
+        chunksize: int | None = None,
+        timeout_error: type[BaseException] = TimeoutError,
+        cancel_on_drop: bool = True,
+    ) -> ResultIterator[Any]:
+        """Results of ``fn`` over a sequence already in memory, in order, as they arrive.
+
+        The fast path of ``iterate``: chunks are cut straight from the sequence, with no
+        feeder thread and no read-ahead window (the input costs no more memory to read).
+        """
+        buffer = ResultBuffer(ordered=True)
+        job = Job(fn, mode, buffer, self.options, self.sizer(chunksize), items)
+        self.engine.submit(job)
+        return ResultIterator(self.engine, job, buffer, None, timeout_error, cancel_on_drop)
+
     # --- shutdown --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -238,7 +258,7 @@ class ResultIterator(Generic[T]):
         engine: Engine,
         job: Job,
         buffer: ResultBuffer,
-        feeder: Feeder,
+        feeder: Feeder | None,
         timeout_error: type[BaseException],
         cancel_on_drop: bool = True,
     ) -> None:
@@ -289,11 +309,14 @@ class ResultIterator(Generic[T]):
     @property
     def items_read(self) -> int:
         """How many items have been read from the input so far."""
+        if self._feeder is None:  # a sequence: it was all there from the start
+            return self._job.total or 0
         return self._feeder.items_read
 
 
-def _abandon(engine: Engine, job: Job, feeder: Feeder) -> None:
-    feeder.stop()
+def _abandon(engine: Engine, job: Job, feeder: Feeder | None) -> None:
+    if feeder is not None:
+        feeder.stop()
     if not job.complete:
         engine.cancel(job)
 

@@ -121,7 +121,8 @@ class _PoolExecutor(futures.Executor):
         timeout: float | None = None,
         chunksize: int = 1,
     ) -> Iterator[T]:
-        """Like :func:`map`, in parallel. Input is read lazily, a few chunks ahead.
+        """Like :func:`map`, in parallel. One list, tuple or range is cut into chunks in
+        place; any other input is read lazily, a few chunks ahead of the consumer.
 
         ``timeout`` bounds the wait for each result, counted from this call (stdlib
         semantics). ``chunksize`` only sets the first chunks' size for processes; later
@@ -133,14 +134,26 @@ class _PoolExecutor(futures.Executor):
             self._check_accepting()
             # As in the stdlib, work submitted by map() runs even if the iterator is
             # dropped unused; one that was started and then closed cancels the rest.
-            results = self._core.iterate(
-                fn,
-                zip(*iterables),  # noqa: B905 - the shortest input wins, as in map()
-                CallMode.STAR,
-                chunksize=chunksize if chunksize > 1 else None,
-                timeout_error=futures.TimeoutError,
-                cancel_on_drop=False,
-            )
+            fixed_chunksize = chunksize if chunksize > 1 else None
+            if len(iterables) == 1 and isinstance(iterables[0], (list, tuple, range)):
+                # Already in memory: no need to read it lazily on a feeder thread.
+                results = self._core.iterate_sequence(
+                    fn,
+                    iterables[0],
+                    CallMode.SINGLE,
+                    chunksize=fixed_chunksize,
+                    timeout_error=futures.TimeoutError,
+                    cancel_on_drop=False,
+                )
+            else:
+                results = self._core.iterate(
+                    fn,
+                    zip(*iterables),  # noqa: B905 - the shortest input wins, as in map()
+                    CallMode.STAR,
+                    chunksize=fixed_chunksize,
+                    timeout_error=futures.TimeoutError,
+                    cancel_on_drop=False,
+                )
             self._maps.add(results)
         if timeout is None:
             return _untimed(results)
