@@ -281,3 +281,14 @@ def keep_array_and_check_all_kept(a):
     """Keep every argument alive; True while none of them has changed under us."""
     _KEPT_ARRAYS.append((a, a.copy()))
     return all((kept == copy).all() for kept, copy in _KEPT_ARRAYS)
+
+
+class Box:
+    """A result that can be weakly referenced (to see who keeps it alive)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def make_box(x):
+    return Box(x)

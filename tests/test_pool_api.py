@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import multiprocessing.pool
 import os
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -326,3 +328,12 @@ def test_a_dropped_pool_is_terminated_by_its_finalizer():
     while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in pids):
         time.sleep(0.05)
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+
+def test_imap_keeps_no_reference_to_a_result_it_has_handed_over(make_pool):
+    pool = make_pool(2)
+    for box in pool.imap(tasks.make_box, range(50)):
+        ref = weakref.ref(box)
+        del box
+        gc.collect()
+        assert ref() is None  # freed at once: nothing of the pool's still holds it

@@ -277,10 +277,12 @@ class ResultIterator(Generic[T]):
         return self
 
     def next(self, timeout: float | None = None) -> T:
-        position = self._position
-        if position < len(self._values):  # the common case: the run in hand goes on
+        position, values = self._position, self._values
+        if position < len(values):  # the common case: the run in hand goes on
             self._position = position + 1
-            return self._values[position]
+            value = values[position]
+            values[position] = None  # the caller may drop it: we must not keep it alive
+            return value
         return self._next_run(timeout)
 
     def _next_run(self, timeout: float | None) -> T:
@@ -293,7 +295,8 @@ class ResultIterator(Generic[T]):
                 raise payload
             if payload:
                 self._values, self._position = payload, 1
-                return payload[0]
+                value, payload[0] = payload[0], None
+                return value
 
     __next__ = next
 
