@@ -190,13 +190,18 @@ def _settled_rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
+def _imap_over_counting_source(pool, sizes) -> tuple[CountingSource, Iterator, int]:
+    """Warm the pool up, then start its lazy map over a counting 10 M-item source."""
+    pool.map(tasks.square, list(range(100)))
+    base_rss = _settled_rss_bytes()
+    source = CountingSource(sizes.lazy_source_items, sizes.lazy_rss_cap_bytes, base_rss)
+    return source, pool.imap(tasks.square, iter(source)), base_rss
+
+
 def lazy_take(engine: Engine, ctx: CaseContext) -> Figures:
     sizes = ctx.sizes
     with engine.open(WORKERS) as pool:
-        pool.map(tasks.square, list(range(100)))
-        base_rss = _settled_rss_bytes()
-        source = CountingSource(sizes.lazy_source_items, sizes.lazy_rss_cap_bytes, base_rss)
-        results = pool.imap(tasks.square, iter(source))
+        source, results, base_rss = _imap_over_counting_source(pool, sizes)
         taken = list(itertools.islice(results, sizes.lazy_take))
         growth_mb = (psutil.Process().memory_info().rss - base_rss) / MB
         read = source.read
@@ -211,10 +216,7 @@ def lazy_take(engine: Engine, ctx: CaseContext) -> Figures:
 def lazy_stall(engine: Engine, ctx: CaseContext) -> Figures:
     sizes = ctx.sizes
     with engine.open(WORKERS) as pool:
-        pool.map(tasks.square, list(range(100)))
-        base_rss = _settled_rss_bytes()
-        source = CountingSource(sizes.lazy_source_items, sizes.lazy_rss_cap_bytes, base_rss)
-        results = pool.imap(tasks.square, iter(source))
+        source, results, base_rss = _imap_over_counting_source(pool, sizes)
         check(next(results) == 0, "first square")
         read_at_first = source.read
         time.sleep(sizes.lazy_stall_s)  # the stall is the workload, not synchronisation
