@@ -180,3 +180,30 @@ def test_stopping_the_consumer_while_a_batch_is_being_read_does_not_hang_shutdow
     finally:
         release.set()
         pool.terminate()
+
+
+def test_a_closed_pool_stops_once_its_last_lazy_input_ends():
+    # The job's last event is the end of its input, not a result: the workers must still
+    # be told to stop, or join() waits forever.
+    waiting, release = threading.Event(), threading.Event()
+
+    def source():
+        yield from range(16)
+        waiting.set()
+        release.wait(20)  # the input ends only after close()
+
+    pool = conveyor.Pool(2)
+    try:
+        results = pool.imap(tasks.square, source())
+        assert list(itertools.islice(results, 16)) == [i * i for i in range(16)]
+        assert waiting.wait(20)
+        pool.close()
+        release.set()
+        joining = threading.Thread(target=pool.join)
+        joining.start()
+        joining.join(timeout=20)
+        assert not joining.is_alive(), "join() hung: the workers were never told to stop"
+        assert list(results) == []
+    finally:
+        release.set()
+        pool.terminate()

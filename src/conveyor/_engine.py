@@ -690,6 +690,9 @@ class Engine:
         job.release()  # its items may be large; nothing will send them again
         out.append((job.sink.close, (job.total or 0,)))
         self._changed.notify_all()
+        # The last job of a closing pool may end anywhere (a result, a cancel, the end of
+        # a lazy input): whichever it is, the workers must then be told to stop.
+        self._stop_if_idle(out)
 
     def _job_inflight(self, job: Job) -> bool:
         return any(c.job is job for s in self._slots for c in s.inflight)
