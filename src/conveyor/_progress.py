@@ -24,6 +24,7 @@ class _Bar:
         self.total = total
         self._callback: Callable[[int, int | None], Any] | None = None
         self._tqdm: Any = None
+        self._finished = False
         if callable(progress):
             self._callback = progress
         else:
@@ -42,10 +43,17 @@ class _Bar:
                 self._tqdm.update(count)
         if self._callback is not None:
             self._callback(done, self.total)
+        if self.total is not None and done >= self.total:
+            # Close the bar before the caller gets its last result, so that nothing the
+            # caller prints next can land in the middle of the bar's last line.
+            self.finish(self.total)
 
     def finish(self, total: int) -> None:
-        if self._tqdm is not None:
-            with self._lock:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            if self._tqdm is not None:
                 self._tqdm.total = total
                 self._tqdm.n = self.done
                 self._tqdm.refresh()
