@@ -56,8 +56,7 @@ class _Bar:
             if self._tqdm is not None:
                 self._tqdm.total = total
                 self._tqdm.n = self.done
-                self._tqdm.refresh()
-                self._tqdm.close()
+                self._tqdm.close()  # draws the final state once more, then lets go
 
 
 class ProgressSink:
