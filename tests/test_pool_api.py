@@ -337,3 +337,12 @@ def test_imap_keeps_no_reference_to_a_result_it_has_handed_over(make_pool):
         del box
         gc.collect()
         assert ref() is None  # freed at once: nothing of the pool's still holds it
+
+
+def test_stats_split_each_workers_time_into_busy_and_waiting():
+    with conveyor.Pool(1) as pool:
+        pool.map(tasks.sleep_for, [0.1] * 3, chunksize=1)
+        (worker,) = pool.stats().workers
+    assert worker.busy_s >= 0.3  # measured in the worker, around the task calls
+    assert worker.uptime_s >= worker.busy_s
+    assert worker.waiting_s == pytest.approx(worker.uptime_s - worker.busy_s)

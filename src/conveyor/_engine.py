@@ -752,6 +752,7 @@ class Engine:
     # --- statistics --------------------------------------------------------------------
 
     def stats(self) -> PoolStats:
+        now = time.monotonic()
         with self._lock:
             c = self._counters
             workers = tuple(
@@ -763,6 +764,7 @@ class Engine:
                     chunks_done=s.chunks_done,
                     busy_s=s.busy_s,
                     started_at=s.started_at,
+                    uptime_s=now - s.started_at,
                 )
                 for s in self._slots
             )
@@ -782,7 +784,7 @@ class Engine:
                 bytes_sent=c.bytes_sent,
                 bytes_received=c.bytes_received,
                 last_chunk_size=c.last_chunk_size,
-                uptime_s=time.monotonic() - self._created,
+                uptime_s=now - self._created,
                 workers=workers,
             )
 

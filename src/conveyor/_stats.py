@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class WorkerStats:
-    """One worker's counters. ``busy_s`` is time spent running tasks, measured in the worker."""
+    """One worker's counters.
+
+    ``busy_s`` is time spent running tasks, measured in the worker; ``uptime_s`` is how
+    long the worker has existed; the rest, ``waiting_s``, it spent waiting for work (or
+    for the parent to read its results).
+    """
 
     slot: int
     pid: int | None
@@ -16,6 +21,11 @@ class WorkerStats:
     chunks_done: int
     busy_s: float
     started_at: float
+    uptime_s: float = 0.0
+
+    @property
+    def waiting_s(self) -> float:
+        return max(0.0, self.uptime_s - self.busy_s)
 
 
 @dataclass(frozen=True)
