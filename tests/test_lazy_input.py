@@ -46,6 +46,14 @@ def _settled_count(source: CountingInput, quiet_s: float = 0.3, limit_s: float =
     pytest.fail(f"the input never stopped being read (read {source.read})")
 
 
+def returns_within(call, timeout_s: float = 20.0) -> bool:
+    """Run ``call`` on a thread; True if it returned in time (so a hang fails one test)."""
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive()
+
+
 def _imap_factories():
     """Every conveyor API that maps lazily, as (name, open_pool, make_iterator)."""
     return {
@@ -173,10 +181,7 @@ def test_stopping_the_consumer_while_a_batch_is_being_read_does_not_hang_shutdow
         results.cancel()  # what dropping the iterator does
         release.set()
         pool.close()
-        joining = threading.Thread(target=pool.join)
-        joining.start()
-        joining.join(timeout=20)
-        assert not joining.is_alive(), "join() hung on a batch read after the cancel"
+        assert returns_within(pool.join), "join() hung on a batch read after the cancel"
     finally:
         release.set()
         pool.terminate()
@@ -199,10 +204,7 @@ def test_a_closed_pool_stops_once_its_last_lazy_input_ends():
         assert waiting.wait(20)
         pool.close()
         release.set()
-        joining = threading.Thread(target=pool.join)
-        joining.start()
-        joining.join(timeout=20)
-        assert not joining.is_alive(), "join() hung: the workers were never told to stop"
+        assert returns_within(pool.join), "join() hung: the workers were never told to stop"
         assert list(results) == []
     finally:
         release.set()
