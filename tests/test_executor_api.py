@@ -7,9 +7,11 @@ Tasks that must stay busy wait on a *gate* file the test opens, never on a sleep
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
+import weakref
 from collections import Counter
 from concurrent import futures
 from concurrent.futures.process import BrokenProcessPool
@@ -467,3 +469,14 @@ def test_map_over_a_list_in_memory_needs_no_reader_thread(make_executor):
     readers = [t.name for t in threading.enumerate() if t.name not in before]
     assert list(results) == [i * i for i in range(1000)]
     assert not [name for name in readers if name.startswith("conveyor-feeder")]
+
+
+@pytest.mark.parametrize("inputs", ["a list", "a generator"])
+def test_map_keeps_no_reference_to_a_result_it_has_handed_over(make_executor, inputs):
+    executor = make_executor(2)
+    items = list(range(50)) if inputs == "a list" else iter(range(50))
+    for box in executor.map(tasks.make_box, items):
+        ref = weakref.ref(box)
+        del box
+        gc.collect()
+        assert ref() is None  # freed at once: nothing of the executor's still holds it

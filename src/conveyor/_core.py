@@ -12,7 +12,7 @@ import collections
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any, Generic, Literal, TypeVar
 
@@ -299,6 +299,27 @@ class ResultIterator(Generic[T]):
                 return value
 
     __next__ = next
+
+    def stream(self) -> Iterator[T]:
+        """Every remaining result, for a consumer that only iterates (``Executor.map``).
+
+        Faster than ``next()`` per result: a run's values are handed out from a
+        generator without a method call each, and each value is let go of as it is
+        handed out (the caller may drop it). An error ends the stream, as it ends a
+        ``map`` in the stdlib.
+        """
+        while True:
+            try:
+                yield self.next()  # the slow path: also fetches the next run
+            except StopIteration:
+                return
+            rest = self._values[self._position :]
+            self._values.clear()
+            self._values, self._position = [], 0
+            rest.reverse()
+            pop = rest.pop
+            while rest:
+                yield pop()
 
     def cancel(self, error: BaseException | None = None) -> None:
         """Withdraw what has not started and stop reading the input.

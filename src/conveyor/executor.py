@@ -210,7 +210,7 @@ def _timed(results: Any, end: float) -> Iterator[Any]:
 
 def _untimed(results: Any) -> Iterator[Any]:
     try:
-        yield from results
+        yield from results.stream()
     finally:
         results.cancel()
 
