@@ -53,7 +53,9 @@ class Segment:
             raise
 
     def write(self, view: memoryview) -> None:
-        _write_all(self.fd, view)
+        written = 0
+        while written < view.nbytes:
+            written += os.pwrite(self.fd, view[written:], written)
 
     def close(self) -> None:
         close_fds([self.fd])
@@ -189,20 +191,14 @@ class MappedBuffers:
 
 
 def _to_memfd(view: memoryview) -> int:
-    fd = os.memfd_create("conveyor-buffer", os.MFD_CLOEXEC)
+    """A new memfd holding ``view``; the caller owns the descriptor."""
+    segment = Segment(view.nbytes)
     try:
-        os.ftruncate(fd, view.nbytes)
-        _write_all(fd, view)
+        segment.write(view)
     except BaseException:
-        os.close(fd)
+        segment.close()
         raise
-    return fd
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    written = 0
-    while written < view.nbytes:
-        written += os.pwrite(fd, view[written:], written)
+    return segment.fd
 
 
 def map_fds(fds: list[int]) -> list[mmap.mmap]:
