@@ -414,8 +414,9 @@ def test_workers_that_die_while_starting_break_the_pool_instead_of_respawning(tm
             import sys
             sys.path.insert(0, {str(Path(__file__).parent)!r})
             import conveyor, tasks
-            # No `if __name__ == "__main__":` guard: every worker re-runs this and dies.
-            pool = conveyor.Pool(2)
+            # No `if __name__ == "__main__":` guard: every spawned worker re-runs this
+            # and dies.
+            pool = conveyor.Pool(2, context="spawn")
             try:
                 pool.apply(tasks.square, (3,))
             except conveyor.WorkerInitError as exc:

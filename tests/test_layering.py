@@ -13,6 +13,7 @@ LAYERS = {
     "_compat": 0,
     "_cpus": 0,
     "_stats": 0,
+    "_mainscript": 0,
     "_shm": 1,
     "_channel": 1,
     "_serialize": 1,

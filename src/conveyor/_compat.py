@@ -8,9 +8,12 @@ stdlib object is patched; we only read.
 from __future__ import annotations
 
 import enum
+import os
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import process as _futures_process
+from contextlib import contextmanager
 from multiprocessing import pool as _mp_pool
 from typing import Any
 
@@ -64,3 +67,30 @@ def forkserver_preload(ctx: Any, module: str) -> None:
     modules = list(getattr(server, "_preload_modules", ["__main__"]))
     if module not in modules:
         ctx.set_forkserver_preload([*modules, module])
+
+
+_main_file_lock = threading.Lock()
+
+
+@contextmanager
+def hide_non_file_main(start_method: str) -> Iterator[None]:
+    """While a spawn or forkserver worker starts, hide a ``__main__.__file__`` that is no file.
+
+    ``python -`` sets ``__main__.__file__`` to ``'<stdin>'``, and multiprocessing tells
+    every spawn and forkserver child to run that path as the main script: each child fails
+    with ``FileNotFoundError`` (the stdlib's ``Pool`` then respawns forever). There is no
+    public hook into the preparation data, so for the few milliseconds of ``start()`` the
+    attribute is removed, and put back after; conveyor then ships the script's functions
+    by value (``_mainscript``). A real file, and fork, are left alone.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if start_method == "fork" or not isinstance(path, str) or os.path.isfile(path):
+        yield
+        return
+    with _main_file_lock:
+        del main.__file__  # type: ignore[union-attr]
+        try:
+            yield
+        finally:
+            main.__file__ = path  # type: ignore[union-attr]

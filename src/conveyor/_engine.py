@@ -82,6 +82,8 @@ class Backend(Protocol):
 
     def start(self, engine: Engine) -> None: ...
 
+    def dump_function(self, fn: Callable[..., Any]) -> bytes | None: ...
+
     def spawn(self, slot: Slot) -> WorkerHandle: ...
 
     def abort_start(self) -> None: ...
@@ -236,7 +238,7 @@ class Engine:
             self._check_accepting()
             try:
                 job.func_id, job.func_bytes = self.functions.register(
-                    job.fn, pickled=self.backend.pickles
+                    job.fn, self.backend.dump_function
                 )
             except Exception as exc:  # the function cannot be pickled: its job fails
                 out.append((job.sink.abort, (exc,)))

@@ -28,14 +28,13 @@ from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any
 
-import cloudpickle
-
 from . import _worker
 from ._channel import ChannelClosed, ParentEnd, make_socket_pair
-from ._compat import REMOTE_TRACEBACK_TYPES, Flavor, forkserver_preload
+from ._compat import REMOTE_TRACEBACK_TYPES, Flavor, forkserver_preload, hide_non_file_main
 from ._engine import EncodeError, Engine, Slot
+from ._mainscript import MainView, main_kind
 from ._scheduler import Chunk
-from ._serialize import add_note, describe_callable, dumps, loads, unpack_exception
+from ._serialize import Serializer, add_note, describe_callable, loads, unpack_exception
 from ._shm import AVAILABLE as SHM_AVAILABLE
 from ._shm import OutOfBand, Segment, SegmentCache, map_fds
 from .errors import RemoteTraceback, SerializationError
@@ -46,16 +45,31 @@ MAX_POLL_S = 1.0
 _WAKE, _CHANNEL, _SENTINEL = "wake", "channel", "sentinel"
 
 
-def default_context() -> BaseContext:
-    """forkserver where it exists (POSIX), else spawn; see the module docstring for why."""
-    methods = multiprocessing.get_all_start_methods()
-    method = "forkserver" if "forkserver" in methods else "spawn"
+def default_context(flavor: Flavor = Flavor.CONVEYOR) -> BaseContext:
+    """The start method a pool uses when given no ``context``.
+
+    A start method the program chose (``multiprocessing.set_start_method``) always wins.
+    Otherwise the drop-in classes use the stdlib's own default (fork on Linux up to 3.13,
+    forkserver from 3.14), so that code written for them, such as locks made in the
+    default context and passed in ``initargs``, runs unchanged; conveyor's own API uses
+    forkserver, which never forks a process that has threads (see the module docstring
+    and docs/architecture.md, "Start methods").
+    """
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method is None:
+        methods = multiprocessing.get_all_start_methods()
+        if flavor is not Flavor.CONVEYOR:
+            method = methods[0]  # documented as the platform's default
+        else:
+            method = "forkserver" if "forkserver" in methods else "spawn"
     return multiprocessing.get_context(method)
 
 
-def resolve_context(context: BaseContext | str | None) -> BaseContext:
+def resolve_context(
+    context: BaseContext | str | None, flavor: Flavor = Flavor.CONVEYOR
+) -> BaseContext:
     if context is None:
-        ctx = default_context()
+        ctx = default_context(flavor)
     elif isinstance(context, str):
         ctx = multiprocessing.get_context(context)
     else:
@@ -77,10 +91,11 @@ class ProcessWorker:
         try:
             self.process = backend.ctx.Process(  # type: ignore[attr-defined]
                 target=_worker.main,
-                args=(child_sock, backend.config_bytes, backend.initargs),
+                args=(child_sock, backend.config_bytes, backend.initargs, backend.main_kind),
                 name=f"conveyor-worker-{slot.index}",
             )
-            self.process.start()
+            with hide_non_file_main(backend.ctx.get_start_method()):
+                self.process.start()
         except BaseException:
             parent_sock.close()
             raise
@@ -98,7 +113,7 @@ class ProcessWorker:
         job = chunk.job
         function = job.func_bytes if send_function else b""
         assert function is not None
-        items, oob = _encode_items(chunk, self.backend.segments)
+        items, oob = _encode_items(chunk, self.backend.serializer, self.backend.segments)
         header = _worker.TASK_HEADER.pack(
             _worker.RUN, chunk.id, job.func_id, int(job.mode), len(function)
         )
@@ -159,7 +174,9 @@ class ProcessWorker:
             self.forget_lent()
 
 
-def _encode_items(chunk: Chunk, segments: SegmentCache) -> tuple[bytes, OutOfBand | None]:
+def _encode_items(
+    chunk: Chunk, serializer: Serializer, segments: SegmentCache
+) -> tuple[bytes, OutOfBand | None]:
     """Pickle a chunk's arguments (large buffers out of band, in shared memory).
 
     On failure, find which items cannot be pickled: each fails with the pickler's own
@@ -167,14 +184,14 @@ def _encode_items(chunk: Chunk, segments: SegmentCache) -> tuple[bytes, OutOfBan
     """
     oob = OutOfBand(segments) if SHM_AVAILABLE else None
     try:
-        return dumps(chunk.items, oob), oob
+        return serializer.dumps(chunk.items, oob), oob
     except Exception as exc:
         first_error = exc
     failures: dict[int, BaseException] = {}
     what = describe_callable(chunk.job.fn)
     for pos, item in enumerate(chunk.items):
         try:
-            dumps(item)
+            serializer.dumps(item)
         except Exception as exc:
             failures[pos] = add_note(
                 exc,
@@ -201,7 +218,10 @@ class ProcessBackend:
         max_memory: int | None = None,
         flavor: Flavor = Flavor.CONVEYOR,
     ) -> None:
-        self.ctx = resolve_context(context)
+        self.ctx = resolve_context(context, flavor)
+        method = self.ctx.get_start_method()
+        self.main_kind = main_kind(method)
+        self.serializer = Serializer(MainView(self.main_kind))
         self.initargs = tuple(initargs)
         self.traceback_type = REMOTE_TRACEBACK_TYPES.get(flavor, RemoteTraceback)
         config = _worker.WorkerConfig(
@@ -214,7 +234,7 @@ class ProcessBackend:
             flavor=flavor,
         )
         try:
-            self.config_bytes = cloudpickle.dumps(config)
+            self.config_bytes = self.serializer.dumps_by_value(config)
         except Exception as exc:
             add_note(exc, "conveyor: cannot pickle the pool's initializer or worker_state")
             raise
@@ -238,6 +258,9 @@ class ProcessBackend:
         self.engine = engine
         self._thread = threading.Thread(target=self._run, name="conveyor-supervisor", daemon=True)
         self._thread.start()
+
+    def dump_function(self, fn: Any) -> bytes:
+        return self.serializer.dumps_function(fn)
 
     def spawn(self, slot: Slot) -> ProcessWorker:
         worker = ProcessWorker(self, slot)

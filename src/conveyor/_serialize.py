@@ -21,6 +21,7 @@ from typing import Any
 
 import cloudpickle
 
+from ._mainscript import MainView, WorkerView, is_main_object, reduce_main_function
 from ._shm import OutOfBand
 from .errors import RemoteTraceback, UnpicklableExceptionError
 
@@ -41,51 +42,134 @@ def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
 
 
 class _ByValuePickler(cloudpickle.Pickler):
-    """cloudpickle, except that code objects keep their file name.
+    """cloudpickle, with the main script's rule and code objects that keep their file name.
 
-    cloudpickle renames the code of functions it pickles by value to "<dynamic-code>"
-    (for deterministic payloads), which would strip the file and source line from every
-    traceback of a lambda or ``__main__`` function raised in a worker. ``marshal`` keeps
-    the whole code object; parent and workers always run the same interpreter, so its
-    version-specific format is safe here.
+    Functions and classes of ``__main__`` go by reference when the receiving side finds
+    them by name (``view``), else by value into the receiver's one namespace for the main
+    script (see ``_mainscript``). cloudpickle renames the code of functions it pickles by
+    value to "<dynamic-code>", which would strip the file and source line from every
+    traceback of a lambda raised in a worker; ``marshal`` keeps the whole code object, and
+    parent and workers always run the same interpreter, so its format is safe here.
     """
 
     dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
 
+    def __init__(self, file: Any, view: _View, buffer_callback: OutOfBand | None) -> None:
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
+        self._view = view
 
-def _by_value(obj: Any, oob: OutOfBand | None = None) -> bytes:
+    def reducer_override(self, obj: Any) -> Any:
+        if is_main_object(obj):
+            if self._view.by_reference(obj):
+                return NotImplemented  # the stdlib's save_global: "__main__ name"
+            if isinstance(obj, types.FunctionType):
+                return reduce_main_function(obj)
+        return super().reducer_override(obj)
+
+
+class _ReferencePickler(pickle.Pickler):
+    """The stdlib's C pickler, refusing a main-script object the receiver cannot find.
+
+    ``reducer_override`` is not called for plain data (ints, strings, lists, dicts...), so
+    this costs nothing on the common path; a refusal sends the whole object through
+    ``_ByValuePickler``.
+    """
+
+    def __init__(self, file: Any, view: _View, buffer_callback: OutOfBand | None) -> None:
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
+        self._view = view
+
+    def reducer_override(self, obj: Any) -> Any:
+        if is_main_object(obj) and not self._view.by_reference(obj):
+            raise _NeedsValue(obj)
+        return NotImplemented
+
+
+class _NeedsValue(pickle.PicklingError):
+    """A main-script object that must travel by value."""
+
+
+_View = MainView | WorkerView
+
+
+def _pickle_with(pickler: type[pickle.Pickler], obj: Any, view: _View, oob: Any) -> bytes:
     buffer = io.BytesIO()
-    _ByValuePickler(buffer, protocol=PROTOCOL, buffer_callback=oob).dump(obj)
+    pickler(buffer, view, oob).dump(obj)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 
-def dumps(obj: Any, oob: OutOfBand | None = None) -> bytes:
-    """Pickle ``obj``: the fast C pickler, or cloudpickle for what it cannot handle.
+class Serializer:
+    """Pickling for one side of a pool, with that side's view of the main script.
 
-    With ``oob``, large buffers (NumPy arrays...) go out of band into shared memory; on
-    failure its descriptors are closed.
+    The parent uses a ``MainView`` (what its workers find by reference); a worker, or any
+    process pickling for itself, uses a ``WorkerView`` (what the parent finds by name).
     """
-    try:
-        return pickle.dumps(obj, PROTOCOL, buffer_callback=oob)
-    except _PICKLE_FAILURES:
-        if oob is not None:
-            oob.close()
-    try:
-        return _by_value(obj, oob)
-    except BaseException:
-        if oob is not None:
-            oob.close()
-        raise
+
+    def __init__(self, view: _View) -> None:
+        self.view = view
+
+    def dumps(self, obj: Any, oob: OutOfBand | None = None) -> bytes:
+        """Pickle ``obj``: the fast C pickler, or cloudpickle for what it cannot handle.
+
+        With ``oob``, large buffers (NumPy arrays...) go out of band into shared memory; on
+        failure its descriptors are closed.
+        """
+        try:
+            return _pickle_with(_ReferencePickler, obj, self.view, oob)
+        except _PICKLE_FAILURES:
+            if oob is not None:
+                oob.close()
+        try:
+            return _pickle_with(_ByValuePickler, obj, self.view, oob)
+        except BaseException:
+            if oob is not None:
+                oob.close()
+            raise
+
+    def stdlib_dumps(self, obj: Any, oob: OutOfBand | None = None) -> bytes:
+        """Pickle ``obj`` by the stdlib's rules (the drop-in pools' results).
+
+        What the stdlib pickler refuses fails as with the stdlib, except the main script's
+        own objects that must travel by value: an instance of a class that came by value
+        from the parent goes back as that class.
+        """
+        try:
+            return _pickle_with(_ReferencePickler, obj, self.view, oob)
+        except _NeedsValue:
+            if oob is not None:
+                oob.close()
+        except BaseException:
+            if oob is not None:
+                oob.close()
+            raise
+        try:
+            return _pickle_with(_ByValuePickler, obj, self.view, oob)
+        except BaseException:
+            if oob is not None:
+                oob.close()
+            raise
+
+    def dumps_by_value(self, obj: Any) -> bytes:
+        """Pickle ``obj`` with cloudpickle (and the main script's rule) straight away."""
+        return _pickle_with(_ByValuePickler, obj, self.view, None)
+
+    def dumps_function(self, fn: Callable[..., Any]) -> bytes:
+        """Pickle a callable, by value where needed (lambdas, closures, REPL code).
+
+        On failure the pickler's own exception propagates (as the stdlib's would), with a
+        note naming the function.
+        """
+        try:
+            return self.dumps_by_value(fn)
+        except Exception as exc:
+            add_note(exc, f"conveyor: cannot pickle the function {describe_callable(fn)}")
+            raise
 
 
-def stdlib_dumps(obj: Any, oob: OutOfBand | None = None) -> bytes:
-    """Pickle ``obj`` with the stdlib pickler only (the drop-in pools' results)."""
-    try:
-        return pickle.dumps(obj, PROTOCOL, buffer_callback=oob)
-    except BaseException:
-        if oob is not None:
-            oob.close()
-        raise
+# This process pickling for its own use, or a worker pickling for its parent.
+LOCAL = Serializer(WorkerView())
+dumps = LOCAL.dumps
+stdlib_dumps = LOCAL.stdlib_dumps
 
 
 def loads(data: Any, buffers: list[Any] | None = None) -> Any:
@@ -93,19 +177,6 @@ def loads(data: Any, buffers: list[Any] | None = None) -> Any:
     if buffers:
         return pickle.loads(data, buffers=buffers)
     return pickle.loads(data)
-
-
-def dumps_function(fn: Callable[..., Any]) -> bytes:
-    """Pickle a callable by value where needed (lambdas, closures, ``__main__``).
-
-    On failure the pickler's own exception propagates (as the stdlib's would), with a
-    note naming the function.
-    """
-    try:
-        return _by_value(fn)
-    except Exception as exc:
-        add_note(exc, f"conveyor: cannot pickle the function {describe_callable(fn)}")
-        raise
 
 
 def add_note(exc: BaseException, note: str) -> BaseException:
@@ -243,14 +314,16 @@ class FunctionRegistry:
         )
         self._next_id = 0
 
-    def register(self, fn: Callable[..., Any], *, pickled: bool) -> tuple[int, bytes | None]:
-        """Return the callable's id, and its pickle when ``pickled`` (made once)."""
+    def register(
+        self, fn: Callable[..., Any], dump: Callable[[Any], bytes | None]
+    ) -> tuple[int, bytes | None]:
+        """Return the callable's id, and what ``dump`` made of it (made once)."""
         key = id(fn)
         entry = self._by_identity.get(key)
         if entry is not None and entry[0]() is fn:
             self._by_identity.move_to_end(key)
             return entry[1], entry[2]
-        data = dumps_function(fn) if pickled else None
+        data = dump(fn)
         self._next_id += 1
         self._by_identity[key] = (self._reference(fn, key), self._next_id, data)
         while len(self._by_identity) > self._size:

@@ -122,6 +122,9 @@ class ThreadBackend:
     def start(self, engine: Engine) -> None:
         self.engine = engine
 
+    def dump_function(self, fn: Any) -> None:
+        return None  # threads call the caller's own function object
+
     def abort_start(self) -> None:
         for worker in self._workers:
             worker.discard()

@@ -17,11 +17,10 @@ import threading
 import time
 from typing import Any
 
-import cloudpickle
-
 from ._channel import ChannelClosed, WorkerEnd
 from ._compat import Flavor, MaybeEncodingError
 from ._execute import FAILED, CallMode, as_task_error, install_state, run_chunk
+from ._mainscript import MainKind, start_worker
 from ._serialize import FunctionTable, add_note, dumps, loads, pack_exception, stdlib_dumps
 from ._shm import AVAILABLE as SHM_AVAILABLE
 from ._shm import MappedBuffers, OutOfBand
@@ -46,7 +45,7 @@ PARENT_GONE_EXIT = 4
 
 
 class WorkerConfig:
-    """What a worker needs to start; pickled with cloudpickle by the parent.
+    """What a worker needs to start; pickled by value (cloudpickle) by the parent.
 
     ``initargs`` travel apart, as a ``Process`` argument pickled by multiprocessing
     itself, because objects such as ``multiprocessing.Queue`` may only be pickled while a
@@ -84,11 +83,18 @@ class _BrokenFunction:
         ) from self.error
 
 
-def main(sock: Any, config_bytes: bytes, initargs: tuple[Any, ...] = ()) -> None:
+def main(
+    sock: Any,
+    config_bytes: bytes,
+    initargs: tuple[Any, ...] = (),
+    kind: MainKind = MainKind.COPY,
+) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # First, before anything of the parent's is unpickled into it (see _mainscript).
+    start_worker(kind)
     channel = WorkerEnd(sock)
-    config: WorkerConfig = cloudpickle.loads(config_bytes)
+    config: WorkerConfig = loads(config_bytes)
     _die_with_parent(config.pool_pid, channel, config.start_method)
     install_state(config.worker_state, per_thread=False)
     if config.initializer is not None:
@@ -167,7 +173,7 @@ class _MemoryGauge:
 
 def _load_function(data: Any) -> Any:
     try:
-        return cloudpickle.loads(data)
+        return loads(data)
     except Exception as exc:
         return _BrokenFunction(exc)
 
