@@ -1,0 +1,71 @@
+"""Which start method a pool uses: the program's choice first, then each face's default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PROGRAM = textwrap.dedent(
+    """
+    import multiprocessing, sys
+    import conveyor
+    from conveyor.workers import shutdown_shared_pools
+
+    def method_of(face):
+        return face._core.engine.backend.ctx.get_start_method()
+
+    if __name__ == "__main__":
+        if sys.argv[1] != "-":
+            multiprocessing.set_start_method(sys.argv[1])
+        faces = {
+            "Pool": conveyor.Pool(1),
+            "ProcessPoolExecutor": conveyor.ProcessPoolExecutor(1),
+            "WorkerPool": conveyor.WorkerPool(1),
+            "WorkerPool(context='spawn')": conveyor.WorkerPool(1, context="spawn"),
+        }
+        for name, face in faces.items():
+            if name == "Pool":
+                assert face.apply(pow, (2, 5)) == 32
+                face.terminate()
+            else:
+                assert face.submit(pow, 2, 5).result(timeout=30) == 32
+                face.shutdown()
+            print(name, method_of(face))
+    """
+)
+
+
+def _methods(tmp_path, chosen: str) -> dict[str, str]:
+    script = tmp_path / "which_method.py"
+    script.write_text(PROGRAM)
+    done = subprocess.run(
+        [sys.executable, str(script), chosen], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(line.rsplit(" ", 1) for line in done.stdout.splitlines())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the defaults below are Linux's")
+def test_without_a_choice_drop_ins_use_the_stdlib_default_and_conveyor_forkserver(tmp_path):
+    import multiprocessing
+
+    stdlib_default = multiprocessing.get_all_start_methods()[0]
+    assert _methods(tmp_path, "-") == {
+        "Pool": stdlib_default,
+        "ProcessPoolExecutor": stdlib_default,
+        "WorkerPool": "forkserver",
+        "WorkerPool(context='spawn')": "spawn",
+    }
+
+
+@pytest.mark.parametrize("chosen", ["spawn", "forkserver", "fork"])
+def test_a_start_method_the_program_set_is_honoured_by_every_face(tmp_path, chosen):
+    assert _methods(tmp_path, chosen) == {
+        "Pool": chosen,
+        "ProcessPoolExecutor": chosen,
+        "WorkerPool": chosen,
+        "WorkerPool(context='spawn')": "spawn",
+    }
