@@ -12,7 +12,6 @@ PROGRAM = textwrap.dedent(
     """
     import multiprocessing, sys
     import conveyor
-    from conveyor.workers import shutdown_shared_pools
 
     def method_of(face):
         return face._core.engine.backend.ctx.get_start_method()
@@ -29,11 +28,10 @@ PROGRAM = textwrap.dedent(
         for name, face in faces.items():
             if name == "Pool":
                 assert face.apply(pow, (2, 5)) == 32
-                face.terminate()
             else:
                 assert face.submit(pow, 2, 5).result(timeout=30) == 32
-                face.shutdown()
             print(name, method_of(face))
+            face.shutdown() if name == "ProcessPoolExecutor" else face.terminate()
     """
 )
 
