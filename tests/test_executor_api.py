@@ -480,3 +480,127 @@ def test_map_keeps_no_reference_to_a_result_it_has_handed_over(make_executor, in
         del box
         gc.collect()
         assert ref() is None  # freed at once: nothing of the executor's still holds it
+
+
+# --- accepted where the stdlib's classes are ------------------------------------------
+
+
+def test_executors_are_instances_of_the_stdlib_classes():
+    with conveyor.ProcessPoolExecutor(1) as process_ex, conveyor.ThreadPoolExecutor(1) as thread_ex:
+        assert isinstance(process_ex, futures.ProcessPoolExecutor)
+        assert isinstance(thread_ex, futures.ThreadPoolExecutor)
+        assert process_ex.submit(pow, 2, 3).result(timeout=30) == 8
+
+
+def test_thread_pool_executor_is_accepted_as_asyncio_default_executor():
+    import asyncio
+
+    executor = conveyor.ThreadPoolExecutor(2)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(executor)
+        return await loop.run_in_executor(None, pow, 2, 10)
+
+    assert asyncio.run(main()) == 1024  # asyncio.run also shuts the executor down
+    with pytest.raises(RuntimeError):
+        executor.submit(abs, 1)
+
+
+def test_a_lock_from_the_default_context_passes_in_initargs_as_tqdm_process_map_does():
+    from tqdm import tqdm
+
+    lock = tqdm.get_lock()  # made in multiprocessing's default context
+    with conveyor.ProcessPoolExecutor(2, initializer=tqdm.set_lock, initargs=(lock,)) as ex:
+        assert list(ex.map(tasks.square, range(4))) == [0, 1, 4, 9]
+
+
+# --- nothing lost, nothing hung, nothing stopped -----------------------------------------
+
+
+@pytest.mark.parametrize("stop", ["shutdown_cancel_futures", "terminate_workers"])
+@pytest.mark.parametrize("inputs", ["list", "generator"])
+def test_a_map_being_read_when_the_executor_stops_raises_cancelled_error(
+    make_executor, kind, stop, inputs
+):
+    ex = make_executor(2)
+    data = list(range(200)) if inputs == "list" else (i for i in range(200))
+    results = ex.map(tasks.sleep_then, data)
+    outcome: dict[str, object] = {}
+
+    def consume():
+        got = 0
+        try:
+            for _ in results:
+                got += 1
+        except futures.CancelledError:
+            outcome["cancelled_after"] = got
+        else:
+            outcome["ended_quietly_after"] = got
+
+    reader = threading.Thread(target=consume, name="test-map-reader")
+    reader.start()
+    wait_until(lambda: ex.stats().tasks_done >= 4, "a few results")
+    if stop == "terminate_workers" and kind == "process":
+        ex.terminate_workers()
+    else:
+        ex.shutdown(wait=False, cancel_futures=True)
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert "ended_quietly_after" not in outcome, outcome
+    assert 0 < outcome["cancelled_after"] < 200
+
+
+class _RaisesWhenPickled:
+    def __init__(self, exc_type):
+        self.exc_type = exc_type
+
+    def __reduce__(self):
+        raise self.exc_type("raised while pickling")
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_while_submit_pickles_reaches_the_caller_and_shutdown_returns(exc_type):
+    ex = conveyor.ProcessPoolExecutor(2)
+    try:
+        with pytest.raises(exc_type):
+            ex.submit(tasks.identity, _RaisesWhenPickled(exc_type))
+        assert ex.submit(tasks.square, 5).result(timeout=30) == 25
+    finally:
+        stopper = threading.Thread(target=ex.shutdown, name="test-shutdown")
+        stopper.start()
+        stopper.join(timeout=30)
+    assert not stopper.is_alive(), "shutdown(wait=True) hung on the interrupted task"
+
+
+def test_an_executor_dropped_without_shutdown_lets_its_workers_go():
+    def use_and_drop():
+        ex = conveyor.ProcessPoolExecutor(2)
+        assert ex.submit(tasks.square, 3).result(timeout=30) == 9
+        return [w.pid for w in ex.stats().workers]
+
+    pids = [pid for _ in range(3) for pid in use_and_drop()]
+    gc.collect()
+    wait_until(lambda: not any(_alive(pid) for pid in pids), "dropped executors' workers exit")
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, ValueError])
+def test_a_done_callback_that_raises_is_reported_and_the_executor_goes_on(
+    make_executor, gate, exc_type, caplog
+):
+    ex = make_executor(2)
+    blocked = ex.submit(tasks.wait_for_path, gate.path, "released")
+
+    def hostile(_):
+        raise exc_type("from a done-callback")
+
+    blocked.add_done_callback(hostile)
+    gate.open()
+    assert blocked.result(timeout=30) == "released"
+    assert [f.result(timeout=30) for f in [ex.submit(tasks.square, n) for n in range(4)]] == [
+        0,
+        1,
+        4,
+        9,
+    ]
+    wait_until(lambda: "from a done-callback" in caplog.text, "the callback's error is logged")

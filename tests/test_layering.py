@@ -14,6 +14,7 @@ LAYERS = {
     "_cpus": 0,
     "_stats": 0,
     "_mainscript": 0,
+    "_callbacks": 0,
     "_shm": 1,
     "_channel": 1,
     "_serialize": 1,

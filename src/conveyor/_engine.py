@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import enum
 import itertools
-import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from ._callbacks import call_reporting_errors
 from ._execute import FAILED
 from ._scheduler import PREFETCH_BELOW_S, Chunk, Job
 from ._serialize import FunctionRegistry, FunctionTable, describe_call
@@ -365,6 +364,11 @@ class Engine:
             except EncodeError as exc:
                 self._drop_unsendable(chunk, exc.failures, out)
                 continue
+            except BaseException as exc:  # Ctrl-C (or SystemExit) while pickling arguments
+                self._drop_interrupted(chunk, exc, out)
+                if threading.get_ident() != self._deferring_thread:
+                    raise  # the caller's own submit or map: the interrupt is theirs
+                return
             if send_function:
                 slot.funcs.put(job.func_id, True)
             break
@@ -391,6 +395,19 @@ class Engine:
         job = chunk.job
         job.finished += len(chunk)
         self._counters.tasks_cancelled += len(chunk)
+        self._finish_if_complete(job, out)
+
+    def _drop_interrupted(self, chunk: Chunk, exc: BaseException, out: list[Thunk]) -> None:
+        """Settle a chunk whose pickling was interrupted: its tasks never ran."""
+        job = chunk.job
+        for index in chunk.indices:
+            error = TaskCancelledError(
+                f"{describe_call(job.fn, index)} was not run: {type(exc).__name__} was "
+                "raised while its arguments were being pickled"
+            )
+            error.__cause__ = exc
+            self._fail_item(job, index, error, out)
+        chunk.items, chunk.indices = [], []
         self._finish_if_complete(job, out)
 
     def _drop_unsendable(
@@ -802,23 +819,21 @@ class Engine:
 
 
 def _run_thunks(out: list[Thunk]) -> None:
+    """Run deliveries; each may run user callbacks, whose exceptions never stop the rest."""
+    interrupted: KeyboardInterrupt | None = None
     for fn, args in out:
         try:
-            fn(*args)
-        except Exception:
-            _report_callback_error()
+            call_reporting_errors(fn, *args)
+        except KeyboardInterrupt as exc:  # Ctrl-C on the main thread: deliver, then raise
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _describe_exitcode(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         return f"signal {-exitcode}"
     return f"exit code {exitcode}"
-
-
-def _report_callback_error() -> None:
-    # A user callback raised. The engine must go on; say so on stderr like an unraisable.
-    print("Exception in a conveyor result callback:", file=sys.stderr)
-    traceback.print_exc()
 
 
 __all__ = ["FAILED", "Backend", "ConveyorError", "EncodeError", "Engine", "Slot", "WorkerHandle"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
+
+from ._callbacks import call_reporting_errors
 
 T = TypeVar("T")
 
@@ -23,12 +23,8 @@ T = TypeVar("T")
 def _run_callback(callback: Callable[[Any], Any] | None, value: Any) -> None:
     if callback is None:
         return
-    try:
-        callback(value)
-    except Exception:
-        # The stdlib lets this kill its result thread (and hang the pool); we report it.
-        print("Exception in a conveyor result callback:", file=sys.stderr)
-        traceback.print_exc()
+    # The stdlib lets this kill its result thread (and hang the pool); we report it.
+    call_reporting_errors(callback, value)
 
 
 class ApplyResult(Generic[T]):

@@ -93,6 +93,9 @@ class _PoolExecutor(futures.Executor):
             flavor=Flavor.FUTURES,
         )
         self._max_workers = self._core.size
+        # Dropped without shutdown(): finish what was submitted (its futures may still be
+        # held), then let the workers go, as the stdlib's executors do.
+        self._finalizer = weakref.finalize(self, PoolCore.close, self._core)
 
     def _check_accepting(self) -> None:
         if self._shutdown:
@@ -170,6 +173,7 @@ class _PoolExecutor(futures.Executor):
                 for results in list(self._maps):
                     results.cancel(futures.CancelledError())
             self._core.close()
+            self._finalizer.detach()
         if wait:
             self._core.join()
 
@@ -215,8 +219,11 @@ def _untimed(results: Any) -> Iterator[Any]:
         results.cancel()
 
 
-class ProcessPoolExecutor(_PoolExecutor):
+class ProcessPoolExecutor(_PoolExecutor, futures.ProcessPoolExecutor):
     """``concurrent.futures.ProcessPoolExecutor``, supervised.
+
+    A subclass of the stdlib's class, so that code which checks for one accepts it; every
+    public method is conveyor's own.
 
     Extra keywords: ``worker_state``, ``task_timeout`` (seconds per task), ``retries``
     (re-runs after a worker crash), ``max_worker_memory`` (bytes of RSS after which a
@@ -259,8 +266,11 @@ class ProcessPoolExecutor(_PoolExecutor):
         )
 
 
-class ThreadPoolExecutor(_PoolExecutor):
+class ThreadPoolExecutor(_PoolExecutor, futures.ThreadPoolExecutor):
     """``concurrent.futures.ThreadPoolExecutor`` over conveyor's engine.
+
+    A subclass of the stdlib's class, so that ``loop.set_default_executor()`` and other
+    code that checks for one accepts it; every public method is conveyor's own.
 
     Example::
 

@@ -13,12 +13,18 @@ Example::
         print(pool.map(abs, [-1, -2, 3]))       # [1, 2, 3]
 """
 
+# The classes subclass the stdlib's so that isinstance checks accept them, but return
+# conveyor's own result objects (same API, not the stdlib's classes): mypy's override
+# check does not apply to that choice.
+# mypy: disable-error-code="override"
+
 from __future__ import annotations
 
 import enum
 import multiprocessing
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from multiprocessing import pool as mp_pool
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
@@ -40,8 +46,12 @@ class _State(enum.Enum):
     TERMINATE = "TERMINATE"
 
 
-class Pool:
+class Pool(mp_pool.Pool):
     """A pool of worker processes with the ``multiprocessing.Pool`` API.
+
+    A subclass of ``multiprocessing.pool.Pool``, so that code which checks for one (dask's
+    ``pool=``, for instance) accepts it; every public method is conveyor's own and no
+    stdlib machinery runs underneath.
 
     ``processes`` defaults to the CPUs this process may use (affinity and cgroup limits).
     Beyond the stdlib: ``worker_state`` (a factory called once per worker; tasks read it
@@ -97,7 +107,10 @@ class Pool:
     # --- single calls ----------------------------------------------------------------------
 
     def apply(
-        self, func: Callable[..., T], args: Sequence[Any] = (), kwds: dict[str, Any] | None = None
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
     ) -> T:
         """Call ``func(*args, **kwds)`` in a worker and wait for the result."""
         return self.apply_async(func, args, kwds).get()
@@ -105,15 +118,15 @@ class Pool:
     def apply_async(
         self,
         func: Callable[..., T],
-        args: Sequence[Any] = (),
-        kwds: dict[str, Any] | None = None,
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
         callback: Callable[[T], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> ApplyResult[T]:
         """Start ``func(*args, **kwds)``; return an :class:`AsyncResult` at once."""
         self._check_running()
         result: ApplyResult[T] = ApplyResult(callback, error_callback)
-        self._core.submit_call(func, args, dict(kwds or {}), result)
+        self._core.submit_call(func, tuple(args), dict(kwds or {}), result)
         return result
 
     # --- maps ------------------------------------------------------------------------------
@@ -251,7 +264,7 @@ class Pool:
         )
 
 
-class ThreadPool(Pool):
+class ThreadPool(Pool, mp_pool.ThreadPool):
     """The :class:`Pool` API over worker threads (``multiprocessing.pool.ThreadPool``).
 
     Nothing is pickled, so any callable and any argument works. ``task_timeout`` fails the
