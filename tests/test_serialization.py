@@ -124,6 +124,8 @@ def test_exception_that_cannot_be_unpickled_becomes_a_conveyor_error():
             pool.apply(tasks.raise_unpicklable_error)
         assert info.value.type_name == "UnpicklableError"
         assert "1-2" in info.value.message
+        # It pickles but cannot be unpickled: the message says which of the two.
+        assert "could not be unpickled" in str(info.value)
         assert pool.apply(tasks.square, (3,)) == 9
 
 

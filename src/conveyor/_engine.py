@@ -31,7 +31,13 @@ from typing import Any, Protocol
 from ._callbacks import call_reporting_errors
 from ._execute import FAILED
 from ._scheduler import PREFETCH_BELOW_S, Chunk, Job
-from ._serialize import FunctionRegistry, FunctionTable, describe_call
+from ._serialize import (
+    RESULT_NOT_PICKLED_NOTE,
+    FunctionRegistry,
+    FunctionTable,
+    add_note,
+    describe_call,
+)
 from ._stats import Counters, PoolStats, WorkerStats
 from .errors import (
     ConveyorError,
@@ -475,6 +481,7 @@ class Engine:
         if errors:
             good = [pos for pos in range(len(values)) if pos not in errors]
             for pos, exc in errors.items():
+                _name_the_task_of_an_unpicklable_result(exc, job, chunk.indices[pos])
                 self._fail_item(job, chunk.indices[pos], exc, out)
             indices: Sequence[int] = [chunk.indices[pos] for pos in good]
             values = [values[pos] for pos in good]
@@ -625,7 +632,9 @@ class Engine:
             job.requeue((index,), [item], attempt)
             self._schedule_first(job)
             return
-        exc = WorkerCrashedError(pid=pid, exitcode=exitcode, task=what, attempts=attempt)
+        exc = WorkerCrashedError(
+            pid=pid, exitcode=exitcode, task=what, attempts=attempt, retries=job.options.retries
+        )
         self._fail_item(job, index, exc, out)
 
     def _requeue(self, chunks: list[Chunk], out: list[Thunk], *, split: bool = False) -> None:
@@ -828,6 +837,12 @@ def _run_thunks(out: list[Thunk]) -> None:
             interrupted = exc
     if interrupted is not None:
         raise interrupted
+
+
+def _name_the_task_of_an_unpicklable_result(exc: BaseException, job: Job, index: int) -> None:
+    notes = getattr(exc, "__notes__", None) or ()
+    if any(isinstance(n, str) and n.startswith(RESULT_NOT_PICKLED_NOTE) for n in notes):
+        add_note(exc, f"conveyor: the result was returned by {describe_call(job.fn, index)}")
 
 
 def _describe_exitcode(exitcode: int | None) -> str:

@@ -41,9 +41,20 @@ class TaskOptions:
     retries: int = 0
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
-        if not isinstance(self.retries, int) or self.retries < 0:
+        timeout = self.timeout
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+                    f" {timeout!r}"
+                )
+            if not timeout > 0:
+                raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int):
+            raise TypeError(
+                f"retries must be an int, not {type(self.retries).__name__} {self.retries!r}"
+            )
+        if self.retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {self.retries!r}")
 
 
@@ -158,6 +169,12 @@ class Job:
         sizer: ChunkSizer,
         items: Sequence[Any] | None = None,
     ) -> None:
+        if not callable(fn):
+            # Here, at submit, where the caller can see which call it was; in a worker
+            # it would surface later, once per task, as "'int' object is not callable".
+            raise TypeError(
+                f"the task's function must be callable, not {type(fn).__name__} {fn!r:.80}"
+            )
         self.id = next(Job._ids)
         self.fn = fn
         self.mode = mode

@@ -31,6 +31,10 @@ PROTOCOL = 5
 # and the parent always knows whether a worker still holds a function.
 FUNCTION_TABLE_SIZE = 64
 
+# The worker's note on a result it could not pickle; the parent, which knows which task
+# it was, adds one naming it.
+RESULT_NOT_PICKLED_NOTE = "conveyor: cannot pickle the result"
+
 _PICKLE_FAILURES = (pickle.PicklingError, TypeError, AttributeError, ValueError)
 
 
@@ -224,10 +228,18 @@ def pack_exception(exc: BaseException) -> tuple[str, Any, str]:
     exc.__traceback__ = None
     try:
         data = dumps(exc)
+    except Exception as error:
+        return ("text", (type(exc).__qualname__, _safe_str(exc), _pickle_problem(error)), tb)
+    try:
         pickle.loads(data)
-    except Exception:
-        return ("text", (type(exc).__qualname__, _safe_str(exc)), tb)
-    return ("pickle", data, tb)
+    except Exception as error:
+        problem = f"could not be unpickled ({type(error).__name__}: {_safe_str(error)})"
+        return ("text", (type(exc).__qualname__, _safe_str(exc), problem), tb)
+    return ("pickle", (data, type(exc).__qualname__, _safe_str(exc)), tb)
+
+
+def _pickle_problem(error: BaseException) -> str:
+    return f"could not be pickled ({type(error).__name__}: {_safe_str(error)})"
 
 
 def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
@@ -243,13 +255,15 @@ def unpack_exception(
     """Rebuild a worker's exception, its remote traceback attached as ``__cause__``."""
     kind, payload, tb = packed
     if kind == "pickle":
+        data, type_name, message = payload
         try:
-            exc: BaseException = pickle.loads(payload)
+            exc: BaseException = pickle.loads(data)
         except BaseException as error:  # even SystemExit from a hostile __reduce__
-            exc = UnpicklableExceptionError(type(error).__name__, str(error), tb)
+            problem = f"could not be unpickled in the parent ({type(error).__name__}: {error})"
+            exc = UnpicklableExceptionError(type_name, message, tb, problem)
     else:
-        type_name, message = payload
-        exc = UnpicklableExceptionError(type_name, message, tb)
+        type_name, message, problem = payload
+        exc = UnpicklableExceptionError(type_name, message, tb, problem)
     exc.__cause__ = traceback_type(f'\n"""\n{tb}"""')
     return exc
 

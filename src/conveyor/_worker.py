@@ -21,7 +21,15 @@ from ._channel import ChannelClosed, WorkerEnd
 from ._compat import Flavor, MaybeEncodingError
 from ._execute import FAILED, CallMode, as_task_error, install_state, run_chunk
 from ._mainscript import MainKind, start_worker
-from ._serialize import FunctionTable, add_note, dumps, loads, pack_exception, stdlib_dumps
+from ._serialize import (
+    RESULT_NOT_PICKLED_NOTE,
+    FunctionTable,
+    add_note,
+    dumps,
+    loads,
+    pack_exception,
+    stdlib_dumps,
+)
 from ._shm import AVAILABLE as SHM_AVAILABLE
 from ._shm import MappedBuffers, OutOfBand
 from .errors import SerializationError
@@ -228,9 +236,7 @@ class _ResultEncoder:
         if self._flavor is Flavor.MULTIPROCESSING:
             return MaybeEncodingError(exc, value)
         exc = as_task_error(exc)
-        return add_note(
-            exc, f"conveyor: cannot pickle the result ({type(value).__name__}) to send it back"
-        )
+        return add_note(exc, f"{RESULT_NOT_PICKLED_NOTE} ({type(value).__name__}) to send it back")
 
 
 def _send(

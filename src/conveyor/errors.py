@@ -102,6 +102,7 @@ class WorkerCrashedError(ConveyorError, BrokenProcessPool):
         exitcode: int | None = None,
         task: str | None = None,
         attempts: int = 1,
+        retries: int = 0,
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
@@ -111,8 +112,8 @@ class WorkerCrashedError(ConveyorError, BrokenProcessPool):
             message = (
                 f"worker process {pid} died with {_describe_exit(exitcode)} while running "
                 f"{task or 'a task'} (attempt {attempts}). Likely causes: a crash in native "
-                "code, the OOM killer, os._exit() or an external kill. Pass retries=N to "
-                "retry such tasks on a fresh worker."
+                "code, the OOM killer, os._exit() or an external kill. "
+                + _next_step_after_crash(attempts, retries)
             )
         super().__init__(message)
 
@@ -121,6 +122,15 @@ class WorkerCrashedError(ConveyorError, BrokenProcessPool):
             _rebuild_crash,
             (str(self), self.pid, self.exitcode, self.task, self.attempts),
         )
+
+
+def _next_step_after_crash(attempts: int, retries: int) -> str:
+    if retries == 0:
+        return "Pass retries=N to retry such tasks on a fresh worker."
+    return (
+        f"Its worker died on each of {attempts} attempts (retries={retries} are used up): "
+        "the task itself most likely kills the process it runs in."
+    )
 
 
 def _rebuild_crash(
@@ -211,17 +221,20 @@ class UnpicklableExceptionError(ConveyorError):
             print(exc.type_name, exc.message)
     """
 
-    def __init__(self, type_name: str, message: str, tb: str = "") -> None:
+    def __init__(
+        self, type_name: str, message: str, tb: str = "", problem: str = "could not be pickled"
+    ) -> None:
         super().__init__(
-            f"task raised {type_name}: {message} (the exception itself could not be "
-            "pickled, so conveyor re-raises it as this error)"
+            f"task raised {type_name}: {message} (the exception itself {problem}, so "
+            "conveyor re-raises it as this error)"
         )
         self.type_name = type_name
         self.message = message
         self.tb = tb
+        self.problem = problem
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (UnpicklableExceptionError, (self.type_name, self.message, self.tb))
+        return (UnpicklableExceptionError, (self.type_name, self.message, self.tb, self.problem))
 
 
 class WorkerInitError(ConveyorError, BrokenProcessPool, BrokenThreadPool):
