@@ -56,9 +56,7 @@ def main():
         print("endless input, first five:", first)
         print("progress bar:")
         pool.map(square, range(100_000), progress=True)
-        s = pool.stats()
-        print(f"stats: {s.tasks_done} tasks in {s.chunks_sent} chunks, "
-              f"{s.worker_crashes} crashes, {s.task_timeouts} timeouts")
+        print(pool.stats())
 
 
 if __name__ == "__main__":

@@ -270,8 +270,12 @@ class ResultIterator(Generic[T]):
         self._job = job
         self._engine = engine
         self._feeder = feeder
+        self._stream_rest: list[Any] = []  # stream(): the run in hand, reversed
+        buffer.on_discard = engine.count_discarded
         if cancel_on_drop:
-            weakref.finalize(self, _abandon, engine, job, feeder)
+            # vars(self), not self: the finalizer must not keep the iterator alive, and it
+            # reads what the iterator held but never handed out (see _unread).
+            weakref.finalize(self, _drop, engine, job, feeder, buffer, vars(self))
 
     def __iter__(self) -> ResultIterator[T]:
         return self
@@ -317,6 +321,7 @@ class ResultIterator(Generic[T]):
             self._values.clear()
             self._values, self._position = [], 0
             rest.reverse()
+            self._stream_rest = rest
             pop = rest.pop
             while rest:
                 yield pop()
@@ -324,11 +329,15 @@ class ResultIterator(Generic[T]):
     def cancel(self, error: BaseException | None = None) -> None:
         """Withdraw what has not started and stop reading the input.
 
-        With ``error``, results not yet arrived raise it instead of being waited for.
+        With ``error``, the consumer goes on: results not yet arrived raise ``error``
+        instead of being waited for. Without, the consumer is done: results it did not
+        take are dropped and counted (``results_discarded``).
         """
-        _abandon(self._engine, self._job, self._feeder)
         if error is not None:
+            _abandon(self._engine, self._job, self._feeder)
             self._buffer.abort(error)
+            return
+        _drop(self._engine, self._job, self._feeder, self._buffer, vars(self))
 
     @property
     def items_read(self) -> int:
@@ -343,6 +352,25 @@ def _abandon(engine: Engine, job: Job, feeder: Feeder | None) -> None:
         feeder.stop()
     if not job.complete:
         engine.cancel(job)
+
+
+def _drop(
+    engine: Engine, job: Job, feeder: Feeder | None, buffer: ResultBuffer, state: dict[str, Any]
+) -> None:
+    """The consumer is done: withdraw the rest, count and let go of what it never took."""
+    _abandon(engine, job, feeder)
+    unread = _unread(state)
+    state["_values"], state["_position"], state["_stream_rest"] = [], 0, []
+    state["_runs"].clear()
+    if unread:
+        engine.count_discarded(unread)
+    buffer.discard()
+
+
+def _unread(state: dict[str, Any]) -> int:
+    """Results a ResultIterator holds (``vars()`` of it) but has not handed out."""
+    in_runs = sum(len(payload) for ok, payload in state["_runs"] if ok)
+    return len(state["_values"]) - state["_position"] + len(state["_stream_rest"]) + in_runs
 
 
 __all__ = ["BackendName", "PoolCore", "ResultIterator", "_terminate"]

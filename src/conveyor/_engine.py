@@ -132,6 +132,7 @@ class Slot:
         self.kill_reason: KillReason | None = None
         self.retired_itself = False  # announced its exit; what it holds never started
         self.started_at = time.monotonic()
+        self.started_wall = time.time()
         self.tasks_done = 0
         self.chunks_done = 0
         self.busy_s = 0.0
@@ -160,6 +161,7 @@ class Engine:
         self._chunk_ids = itertools.count(1)
         self._counters = Counters()
         self._created = time.monotonic()
+        self._created_wall = time.time()
         self._fatal: BaseException | None = None
         self._startup_failures = 0
         self._deferring_thread: int | None = None
@@ -791,7 +793,7 @@ class Engine:
                     tasks_done=s.tasks_done,
                     chunks_done=s.chunks_done,
                     busy_s=s.busy_s,
-                    started_at=s.started_at,
+                    started_at=s.started_wall,
                     uptime_s=now - s.started_at,
                 )
                 for s in self._slots
@@ -814,7 +816,14 @@ class Engine:
                 last_chunk_size=c.last_chunk_size,
                 uptime_s=now - self._created,
                 workers=workers,
+                results_discarded=c.results_discarded,
+                started_at=self._created_wall,
             )
+
+    def count_discarded(self, results: int) -> None:
+        """Results of finished tasks that nobody took (their iterator was dropped)."""
+        with self._lock:
+            self._counters.results_discarded += results
 
     def worker_pids(self) -> list[int]:
         with self._lock:

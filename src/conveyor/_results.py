@@ -153,13 +153,18 @@ class ResultBuffer:
         self._next = 0  # ordered: the index the consumer waits for; unordered: taken count
         self._length: int | None = None
         self._aborted: BaseException | None = None
+        self._discarding = False
         self.on_take: Callable[[int], None] | None = None
+        self.on_discard: Callable[[int], None] | None = None
 
     # --- sink ----------------------------------------------------------------------------
 
     def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
         with self._cond:
-            if not self._ordered:
+            discarding = self._discarding
+            if discarding:
+                pass  # nobody will take them: counted below, not kept
+            elif not self._ordered:
                 self._arrived.append((True, list(values)))
             elif isinstance(indices, range) and indices.step == 1:
                 self._by_start[indices.start] = (True, list(values))
@@ -167,6 +172,22 @@ class ResultBuffer:
                 for index, value in zip(indices, values, strict=True):
                     self._by_start[index] = (True, [value])
             self._cond.notify_all()
+        if discarding and self.on_discard is not None:
+            self.on_discard(len(values))
+
+    def discard(self) -> None:
+        """The consumer is gone: drop the results it never took, and count them.
+
+        Results that arrive later (tasks already running) are counted and dropped too.
+        """
+        with self._cond:
+            self._discarding = True
+            runs = [*self._by_start.values(), *self._arrived]
+            self._by_start.clear()
+            self._arrived.clear()
+        dropped = sum(len(payload) for ok, payload in runs if ok)
+        if dropped and self.on_discard is not None:
+            self.on_discard(dropped)
 
     def fail(self, index: int, exc: BaseException) -> None:
         with self._cond:
