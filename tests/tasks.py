@@ -292,3 +292,9 @@ class Box:
 
 def make_box(x):
     return Box(x)
+
+
+def sleep_then_fail_on(x, bad=3, seconds=0.02):
+    """A short task that fails on one item (the others keep workers busy meanwhile)."""
+    time.sleep(seconds)
+    return fail_on(x, bad)

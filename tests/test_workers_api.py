@@ -330,6 +330,92 @@ def test_progress_true_draws_a_tqdm_bar_and_results_are_right(make_pool, capfd):
     assert "30/30" in drawn
 
 
+def _calls_settle(pool, calls) -> int:
+    """How many progress calls there are once the pool has nothing left running."""
+    wait_until(
+        lambda: (lambda s: s.tasks_submitted == s.tasks_done + s.tasks_failed + s.tasks_cancelled)(
+            pool.stats()
+        ),
+        "the pool to settle",
+    )
+    return len(calls)
+
+
+def test_progress_stops_where_a_task_error_reached_the_caller(make_pool):
+    pool = make_pool(2)
+    calls = []
+    with pytest.raises(ValueError, match="bad item 3"):
+        pool.map(
+            tasks.sleep_then_fail_on,
+            list(range(60)),
+            progress=lambda done, total: calls.append((done, total)),
+        )
+    reached = len(calls)
+    assert _calls_settle(pool, calls) == reached  # no advance after the error
+    assert all(total == 60 for _, total in calls)  # and the total was never rewritten
+
+
+def test_progress_bar_is_closed_at_the_true_count_when_map_raises(make_pool, capfd):
+    pool = make_pool(2)
+    with pytest.raises(ValueError):
+        pool.map(tasks.sleep_then_fail_on, list(range(60)), progress=True)
+    drawn = capfd.readouterr().err
+    _calls_settle(pool, [])
+    assert capfd.readouterr().err == ""  # closed: the tasks that ran on drew nothing more
+    last = drawn.replace("\r", "\n").strip().splitlines()[-1]
+    assert "/60" in last and "60/60" not in last and "100%" not in last
+
+
+def test_progress_after_an_early_break_keeps_its_total_and_stops(make_pool):
+    pool = make_pool(2)
+    calls = []
+    for value in pool.imap(
+        functools.partial(tasks.sleep_then, seconds=0.01),
+        range(500),
+        progress=lambda done, total: calls.append((done, total)),
+    ):
+        if value > 10:
+            break
+    reached = len(calls)
+    assert _calls_settle(pool, calls) == reached
+    assert all(total == 500 for _, total in calls)
+    assert max(done for done, _ in calls) < 500
+
+
+def test_progress_stops_at_ctrl_c_with_its_total_unchanged(make_pool):
+    import os
+    import signal
+    import threading
+
+    pool = make_pool(2)
+    calls = []
+    started = threading.Event()
+
+    def record(done, total):
+        calls.append((done, total))
+        started.set()
+
+    def interrupt():
+        if started.wait(20):
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to the main thread
+
+    threading.Thread(target=interrupt, name="test-ctrl-c").start()
+    with pytest.raises(KeyboardInterrupt):
+        pool.map(functools.partial(tasks.sleep_then, seconds=0.01), range(400), progress=record)
+    reached = len(calls)
+    assert _calls_settle(pool, calls) == reached
+    assert all(total == 400 for _, total in calls)
+    assert max(done for done, _ in calls) < 400
+
+
+def test_progress_of_lazy_input_learns_its_total_only_when_all_of_it_ran(make_pool, capfd):
+    pool = make_pool(2)
+    assert sum(pool.imap(tasks.square, iter(range(50)), progress=True)) == sum(
+        x * x for x in range(50)
+    )
+    assert "50/50" in capfd.readouterr().err
+
+
 # --- worker state -------------------------------------------------------------------------
 
 

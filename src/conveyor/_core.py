@@ -176,7 +176,7 @@ class PoolCore:
         """
         iterator = iter(iterable)
         buffer = ResultBuffer(ordered)
-        sink = with_progress(buffer, progress, progress_total)
+        sink, stop_progress = with_progress(buffer, progress, progress_total)
         job = Job(fn, mode, sink, options or self.options, self.sizer(chunksize))
         self.engine.submit(job)
         align = chunksize if chunk_granular_input_errors else None
@@ -190,7 +190,9 @@ class PoolCore:
             self.engine.cancel(job)
             raise
         self._feeders.add(feeder)
-        return ResultIterator(self.engine, job, buffer, feeder, timeout_error, cancel_on_drop)
+        return ResultIterator(
+            self.engine, job, buffer, feeder, timeout_error, cancel_on_drop, stop_progress
+        )
 
     def iterate_sequence(
         self,
@@ -261,8 +263,10 @@ class ResultIterator(Generic[T]):
         feeder: Feeder | None,
         timeout_error: type[BaseException],
         cancel_on_drop: bool = True,
+        stop_progress: Callable[[], None] | None = None,
     ) -> None:
         self._buffer = buffer
+        self._stop_progress = stop_progress
         self._runs: collections.deque[Run] = collections.deque()
         self._values: list[Any] = []  # the run being consumed, from ``_position`` on
         self._position = 0
@@ -275,7 +279,7 @@ class ResultIterator(Generic[T]):
         if cancel_on_drop:
             # vars(self), not self: the finalizer must not keep the iterator alive, and it
             # reads what the iterator held but never handed out (see _unread).
-            weakref.finalize(self, _drop, engine, job, feeder, buffer, vars(self))
+            weakref.finalize(self, _drop, engine, job, feeder, buffer, vars(self), stop_progress)
 
     def __iter__(self) -> ResultIterator[T]:
         return self
@@ -292,10 +296,15 @@ class ResultIterator(Generic[T]):
     def _next_run(self, timeout: float | None) -> T:
         while True:
             if not self._runs:
-                self._runs.extend(self._buffer.take(timeout, self._timeout_error))
+                try:
+                    self._runs.extend(self._buffer.take(timeout, self._timeout_error))
+                except KeyboardInterrupt:
+                    self._stopped_waiting()
+                    raise
             success, payload = self._runs.popleft()
             if not success:
                 self._values, self._position = [], 0
+                self._stopped_waiting()  # the bar stops where the error reached the caller
                 raise payload
             if payload:
                 self._values, self._position = payload, 1
@@ -337,7 +346,11 @@ class ResultIterator(Generic[T]):
             _abandon(self._engine, self._job, self._feeder)
             self._buffer.abort(error)
             return
-        _drop(self._engine, self._job, self._feeder, self._buffer, vars(self))
+        _drop(self._engine, self._job, self._feeder, self._buffer, vars(self), self._stop_progress)
+
+    def _stopped_waiting(self) -> None:
+        if self._stop_progress is not None:
+            self._stop_progress()
 
     @property
     def items_read(self) -> int:
@@ -355,9 +368,16 @@ def _abandon(engine: Engine, job: Job, feeder: Feeder | None) -> None:
 
 
 def _drop(
-    engine: Engine, job: Job, feeder: Feeder | None, buffer: ResultBuffer, state: dict[str, Any]
+    engine: Engine,
+    job: Job,
+    feeder: Feeder | None,
+    buffer: ResultBuffer,
+    state: dict[str, Any],
+    stop_progress: Callable[[], None] | None = None,
 ) -> None:
     """The consumer is done: withdraw the rest, count and let go of what it never took."""
+    if stop_progress is not None:
+        stop_progress()
     _abandon(engine, job, feeder)
     unread = _unread(state)
     state["_values"], state["_position"], state["_stream_rest"] = [], 0, []

@@ -16,7 +16,13 @@ ProgressArg = bool | str | Callable[[int, int | None], Any] | None
 
 
 class _Bar:
-    """Counts finished tasks and shows them: tqdm, or calls ``callback(done, total)``."""
+    """Counts finished tasks and shows them: tqdm, or calls ``callback(done, total)``.
+
+    It closes once, at the true count: when every task is counted, when the job ends
+    with some withdrawn (its total is then left as it was, never rewritten to look
+    complete), or when the caller stops waiting (an exception reached them, Ctrl-C, an
+    early ``break``). After that, late results no longer move it.
+    """
 
     def __init__(self, progress: ProgressArg, total: int | None) -> None:
         self._lock = threading.Lock()
@@ -24,7 +30,7 @@ class _Bar:
         self.total = total
         self._callback: Callable[[int, int | None], Any] | None = None
         self._tqdm: Any = None
-        self._finished = False
+        self._closed = False
         if callable(progress):
             self._callback = progress
         else:
@@ -37,6 +43,8 @@ class _Bar:
         # Results arrive on several threads (thread pools); tqdm's own counter is not
         # thread-safe, so it is advanced under our lock.
         with self._lock:
+            if self._closed:
+                return
             self.done += count
             done = self.done
             if self._tqdm is not None:
@@ -46,16 +54,22 @@ class _Bar:
         if self.total is not None and done >= self.total:
             # Close the bar before the caller gets its last result, so that nothing the
             # caller prints next can land in the middle of the bar's last line.
-            self.finish(self.total)
+            self.job_ended(self.total)
 
-    def finish(self, total: int) -> None:
+    def job_ended(self, total: int) -> None:
+        """The job is over; ``total`` tasks were read (some may have been withdrawn)."""
         with self._lock:
-            if self._finished:
+            if self._tqdm is not None and self.total is None and self.done == total:
+                self._tqdm.total = total  # lazy input, all of it run: now the total is known
+        self.stop()
+
+    def stop(self) -> None:
+        """Close the display at the count reached so far (idempotent)."""
+        with self._lock:
+            if self._closed:
                 return
-            self._finished = True
+            self._closed = True
             if self._tqdm is not None:
-                self._tqdm.total = total
-                self._tqdm.n = self.done
                 self._tqdm.close()  # draws the final state once more, then lets go
 
 
@@ -68,33 +82,41 @@ class ProgressSink:
 
     def __init__(self, inner: Sink, bar: _Bar) -> None:
         self._inner = inner
-        self._bar = bar
+        self.bar = bar
 
     def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
-        self._bar.advance(len(indices))
+        self.bar.advance(len(indices))
         self._inner.deliver(indices, values)
 
     def fail(self, index: int, exc: BaseException) -> None:
-        self._bar.advance(1)
+        self.bar.advance(1)
         self._inner.fail(index, exc)
 
     def input_failed(self, index: int, exc: BaseException) -> None:
+        self.bar.stop()
         self._inner.input_failed(index, exc)
 
     def abort(self, exc: BaseException) -> None:
-        self._bar.finish(self._bar.done)
+        self.bar.stop()
         self._inner.abort(exc)
 
     def close(self, total: int) -> None:
-        self._bar.finish(total)
+        self.bar.job_ended(total)
         self._inner.close(total)
 
     def claim(self) -> bool:
         return self._inner.claim()
 
 
-def with_progress(sink: Sink, progress: ProgressArg, total: int | None) -> Sink:
-    """Wrap ``sink`` so finished tasks advance a progress display (if one is wanted)."""
+def with_progress(
+    sink: Sink, progress: ProgressArg, total: int | None
+) -> tuple[Sink, Callable[[], None] | None]:
+    """Wrap ``sink`` so finished tasks advance a progress display (if one is wanted).
+
+    Returns the sink to give the job, and the function that closes the display when the
+    caller stops waiting (None without a display).
+    """
     if not progress:
-        return sink
-    return ProgressSink(sink, _Bar(progress, total))
+        return sink, None
+    wrapped = ProgressSink(sink, _Bar(progress, total))
+    return wrapped, wrapped.bar.stop

@@ -182,11 +182,13 @@ class WorkerPool:
                 )
             )
         result: MapResult[T] = MapResult(len(items))
-        sink = with_progress(result, progress, len(items))
+        sink, stop_progress = with_progress(result, progress, len(items))
         job = self._core.submit_items(fn, items, mode, sink, chunksize=chunksize, options=options)
         try:
             return result.get()
         finally:
+            if stop_progress is not None:
+                stop_progress()  # before an exception (a task's, Ctrl-C) reaches the caller
             if not job.complete:
                 self._core.engine.cancel(job)
 
