@@ -94,3 +94,21 @@ def hide_non_file_main(start_method: str) -> Iterator[None]:
             yield
         finally:
             main.__file__ = path  # type: ignore[union-attr]
+
+
+WORKER_NAME_PREFIX = "conveyor-worker-"
+
+
+def starting_as_worker() -> bool:
+    """True while this process is a conveyor worker importing its parent's main module.
+
+    multiprocessing marks a spawn or forkserver child as ``_inheriting`` while it runs the
+    parent's main script, and has already given it the name the parent chose. A pool
+    created then means a main module without the ``if __name__ == "__main__":`` guard.
+    """
+    import multiprocessing
+
+    process = multiprocessing.current_process()
+    return bool(getattr(process, "_inheriting", False)) and process.name.startswith(
+        WORKER_NAME_PREFIX
+    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import sys
 import threading
 import time
 from collections import deque
@@ -53,6 +54,10 @@ Thunk = tuple[Callable[..., Any], tuple[Any, ...]]
 # start (a main module without the `if __name__ == "__main__":` guard, a broken import):
 # the pool fails its tasks with WorkerInitError instead of respawning forever.
 MAX_STARTUP_FAILURES = 3
+# Exit code of a worker that found, while importing the main module, that the module
+# creates a pool at import time (no `if __name__ == "__main__":` guard). It exits
+# quietly; the parent says why, once (see _compat.starting_as_worker).
+MAIN_WITHOUT_GUARD_EXIT = 5
 
 
 class EncodeError(Exception):
@@ -534,7 +539,9 @@ class Engine:
 
     def _worker_failed_to_start(self, exitcode: int | None, out: list[Thunk]) -> None:
         self._startup_failures += 1
-        if self._startup_failures >= MAX_STARTUP_FAILURES:
+        if exitcode == MAIN_WITHOUT_GUARD_EXIT:
+            self._break(WorkerInitError(_main_without_guard_message()), out)
+        elif self._startup_failures >= MAX_STARTUP_FAILURES:
             self._break(
                 WorkerInitError(
                     f"{self._startup_failures} worker processes in a row died while starting "
@@ -852,6 +859,17 @@ def _name_the_task_of_an_unpicklable_result(exc: BaseException, job: Job, index:
     notes = getattr(exc, "__notes__", None) or ()
     if any(isinstance(n, str) and n.startswith(RESULT_NOT_PICKLED_NOTE) for n in notes):
         add_note(exc, f"conveyor: the result was returned by {describe_call(job.fn, index)}")
+
+
+def _main_without_guard_message() -> str:
+    main = sys.modules.get("__main__")
+    where = getattr(main, "__file__", None) or "the main module"
+    return (
+        f"the pool's workers could not start: {where} creates a process pool when it is "
+        "imported, and spawn and forkserver workers import the main module, so each would "
+        "start a pool of its own. Put the code that creates the pool under "
+        '`if __name__ == "__main__":` (or in a function that only the guard calls).'
+    )
 
 
 def _describe_exitcode(exitcode: int | None) -> str:

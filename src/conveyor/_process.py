@@ -30,8 +30,15 @@ from typing import Any
 
 from . import _worker
 from ._channel import ChannelClosed, ParentEnd, make_socket_pair
-from ._compat import REMOTE_TRACEBACK_TYPES, Flavor, forkserver_preload, hide_non_file_main
-from ._engine import EncodeError, Engine, Slot
+from ._compat import (
+    REMOTE_TRACEBACK_TYPES,
+    WORKER_NAME_PREFIX,
+    Flavor,
+    forkserver_preload,
+    hide_non_file_main,
+    starting_as_worker,
+)
+from ._engine import MAIN_WITHOUT_GUARD_EXIT, EncodeError, Engine, Slot
 from ._mainscript import MainView, main_kind
 from ._scheduler import Chunk
 from ._serialize import Serializer, add_note, describe_callable, loads, unpack_exception
@@ -92,7 +99,7 @@ class ProcessWorker:
             self.process = backend.ctx.Process(  # type: ignore[attr-defined]
                 target=_worker.main,
                 args=(child_sock, backend.config_bytes, backend.initargs, backend.main_kind),
-                name=f"conveyor-worker-{slot.index}",
+                name=f"{WORKER_NAME_PREFIX}{slot.index}",
             )
             with hide_non_file_main(backend.ctx.get_start_method()):
                 self.process.start()
@@ -218,6 +225,10 @@ class ProcessBackend:
         max_memory: int | None = None,
         flavor: Flavor = Flavor.CONVEYOR,
     ) -> None:
+        if starting_as_worker():
+            # Each worker of a main module without the guard would start a pool of its
+            # own and print a long traceback; it exits quietly, and the parent says why.
+            os._exit(MAIN_WITHOUT_GUARD_EXIT)
         self.ctx = resolve_context(context, flavor)
         method = self.ctx.get_start_method()
         self.main_kind = main_kind(method)
