@@ -298,3 +298,13 @@ def sleep_then_fail_on(x, bad=3, seconds=0.02):
     """A short task that fails on one item (the others keep workers busy meanwhile)."""
     time.sleep(seconds)
     return fail_on(x, bad)
+
+
+def send_through(channel, payload):
+    """Write ``payload`` into a socket or a multiprocessing Connection passed as argument."""
+    if hasattr(channel, "send_bytes"):
+        channel.send_bytes(payload)
+    else:
+        channel.sendall(payload)
+    channel.close()
+    return len(payload)

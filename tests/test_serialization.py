@@ -151,3 +151,35 @@ def test_a_lambdas_remote_traceback_shows_its_file_and_source_line():
     assert __file__ in remote
     assert "pool.apply(lambda: 1 / 0)  # the line the traceback must show" in remote
     assert "_execute.py" not in remote  # conveyor's own frames are left out
+
+
+@pytest.mark.parametrize("kind", ["socket", "connection"])
+@pytest.mark.parametrize("face", ["Pool", "ProcessPoolExecutor", "WorkerPool"])
+def test_a_socket_or_connection_argument_is_passed_as_the_stdlib_passes_it(
+    kind, face, start_method
+):
+    import multiprocessing
+    import socket
+
+    if kind == "socket":
+        mine, theirs = socket.socketpair()
+        receive = lambda: mine.recv(100)  # noqa: E731
+    else:
+        mine, theirs = multiprocessing.Pipe()
+        receive = lambda: mine.recv_bytes()  # noqa: E731
+    try:
+        if face == "Pool":
+            with conveyor.Pool(1, context=start_method) as pool:
+                sent = pool.apply(tasks.send_through, (theirs, b"hello"))
+        else:
+            cls = conveyor.WorkerPool if face == "WorkerPool" else conveyor.ProcessPoolExecutor
+            kwargs = {"context": start_method} if face == "WorkerPool" else {}
+            if face == "ProcessPoolExecutor":
+                kwargs = {"mp_context": multiprocessing.get_context(start_method)}
+            with cls(1, **kwargs) as pool:
+                sent = pool.submit(tasks.send_through, theirs, b"hello").result(timeout=30)
+        assert sent == 5
+        assert receive() == b"hello"
+    finally:
+        mine.close()
+        theirs.close()

@@ -17,6 +17,7 @@ import types
 import weakref
 from collections import ChainMap, OrderedDict
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import cloudpickle
@@ -61,6 +62,8 @@ class _ByValuePickler(cloudpickle.Pickler):
     def __init__(self, file: Any, view: _View, buffer_callback: OutOfBand | None) -> None:
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
         self._view = view
+        # What multiprocessing's pickler passes (sockets, connections...) passes here too.
+        self.dispatch_table = ChainMap(_stdlib_reducers(), type(self).dispatch_table)
 
     def reducer_override(self, obj: Any) -> Any:
         if is_main_object(obj):
@@ -71,16 +74,18 @@ class _ByValuePickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-class _ReferencePickler(pickle.Pickler):
-    """The stdlib's C pickler, refusing a main-script object the receiver cannot find.
+class _ReferencePickler(ForkingPickler):
+    """multiprocessing's own pickler, refusing a main-script object the receiver cannot find.
 
-    ``reducer_override`` is not called for plain data (ints, strings, lists, dicts...), so
-    this costs nothing on the common path; a refusal sends the whole object through
-    ``_ByValuePickler``.
+    ``ForkingPickler`` is the C pickler plus the reducers multiprocessing registers, so a
+    socket or a ``Connection`` passed to a task is passed as the stdlib's ``Pool`` passes
+    it (its descriptor is duplicated into the worker). ``reducer_override`` is not called
+    for plain data (ints, strings, lists, dicts...), so this costs nothing on the common
+    path; a refusal sends the whole object through ``_ByValuePickler``.
     """
 
     def __init__(self, file: Any, view: _View, buffer_callback: OutOfBand | None) -> None:
-        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
+        super().__init__(file, PROTOCOL, True, buffer_callback)
         self._view = view
 
     def reducer_override(self, obj: Any) -> Any:
@@ -94,6 +99,12 @@ class _NeedsValue(pickle.PicklingError):
 
 
 _View = MainView | WorkerView
+
+
+def _stdlib_reducers() -> Any:
+    """copyreg's reducers plus those registered with multiprocessing, read when used so
+    that one a library registers later (``ForkingPickler.register``) is honoured."""
+    return ForkingPickler(io.BytesIO()).dispatch_table
 
 
 def _pickle_with(pickler: type[pickle.Pickler], obj: Any, view: _View, oob: Any) -> bytes:
