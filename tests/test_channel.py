@@ -70,3 +70,45 @@ def test_the_worker_sees_the_parent_closing_as_channel_closed():
     with pytest.raises(ChannelClosed):
         worker.recv(spin_s=0.001)
     worker.sock.close()
+
+
+def _read_frames_until(parent: ParentEnd, count: int) -> list:
+    import select
+
+    frames: list = []
+    while len(frames) < count:
+        select.select([parent.sock], [], [], 5)
+        frames += parent.read_frames()
+    return frames
+
+
+def test_frames_of_every_size_reach_the_parent_in_order_and_intact_with_their_descriptors():
+    parent_sock, child_sock = make_socket_pair()
+    parent, worker = ParentEnd(parent_sock), WorkerEnd(child_sock)
+    sizes = [*SIZES, 5_000_000, 3, 2_000_000]
+    payloads = [os.urandom(size) for size in sizes]
+    pipes = [os.pipe() for _ in payloads] if _shm.AVAILABLE else []
+
+    def send_all():
+        for i, payload in enumerate(payloads):
+            fds = [pipes[i][1]] if pipes and i % 3 == 0 else []
+            worker.send(payload[5:], fds, prefix=payload[:5])
+
+    writer = threading.Thread(target=send_all)
+    writer.start()
+    frames = _read_frames_until(parent, len(payloads))
+    writer.join(timeout=30)
+    assert [bytes(p) for p, _ in frames] == payloads  # prefix and payload, joined on the wire
+    if pipes:
+        assert [len(fds) for _, fds in frames] == [
+            1 if i % 3 == 0 else 0 for i in range(len(sizes))
+        ]
+        for _, fds in frames:
+            for fd in fds:
+                os.close(fd)
+        for i, (r, w) in enumerate(pipes):
+            os.close(r)
+            if i % 3:  # the others were sent, and the channel closed them
+                os.close(w)
+    parent.close()
+    worker.sock.close()

@@ -113,3 +113,42 @@ def test_thread_pools_pass_arrays_by_reference():
     a = np.ones(BIG)
     with conveyor.ThreadPool(2) as pool:
         assert pool.apply(tasks.identity, (a,)) is a
+
+
+BIG_RESULT_PROGRAM = """
+import sys
+import conveyor
+
+SIZE = 300_000_000
+
+
+def make(n):
+    return b"x" * n
+
+
+def peak_rss(_=None):
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) * 1024
+
+
+if __name__ == "__main__":
+    base = peak_rss()
+    with conveyor.WorkerPool(1) as pool:
+        assert len(pool.submit(make, SIZE).result(timeout=60)) == SIZE
+    print((peak_rss() - base) / SIZE)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
+def test_a_large_bytes_result_costs_the_parent_at_most_twice_its_size(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "big_result.py"
+    script.write_text(BIG_RESULT_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    )
+    # The frame it arrived in and the bytes object made from it; no third copy.
+    assert float(done.stdout) < 2.2

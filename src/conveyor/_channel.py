@@ -25,8 +25,10 @@ HEADER_BYTES = _HEADER.size
 # Read in gulps of this size: a frame of a few MB arrives in a few dozen system calls.
 READ_BYTES = 256 << 10
 _SMALL_BYTES = 65536
+# A frame at least this big that has not fully arrived gets a buffer of its own size.
+LARGE_FRAME_BYTES = 1 << 20
 
-Frame = tuple[bytes, list[int]]  # payload, and the descriptors that came with it
+Frame = tuple[bytes | bytearray, list[int]]  # payload, and the descriptors that came with it
 
 
 class ChannelClosed(EOFError):
@@ -83,6 +85,10 @@ class ParentEnd:
         # large n, map and unmap) n bytes on every call, tens of us per message.
         self._scratch = memoryview(bytearray(READ_BYTES))
         self._received = _Descriptors()
+        # A large frame being read straight into its own buffer (see read_frames).
+        self._large: bytearray | None = None
+        self._large_have = 0
+        self._large_fds = 0
         self.closed = False
 
     def fileno(self) -> int:
@@ -135,43 +141,86 @@ class ParentEnd:
         return True
 
     def read_frames(self) -> list[Frame]:
-        """Read what is available; return the complete frames. Raises ChannelClosed on EOF."""
-        buf = self._in
-        scratch = self._scratch
+        """Read what is available; return the complete frames. Raises ChannelClosed on EOF.
+
+        A large frame is read straight into a buffer of its own size, which becomes the
+        frame: a result of gigabytes is in the parent's memory once, not three times
+        (the read buffer, a slice of it, and the frame).
+        """
+        frames: list[Frame] = []
         while True:
-            try:
-                n, ancdata, _, _ = self.sock.recvmsg_into([scratch], ANCILLARY_BYTES)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                self.closed = True
-                raise ChannelClosed(str(exc)) from exc
-            self._received.add(ancdata)
+            n = self._receive_small() if self._large is None else self._receive_large()
+            if n is None:
+                break  # would block
             if not n:
                 self.closed = True
-                frames = self._split(buf)
+                frames += self._split(self._in)
                 if frames:
                     return frames
                 raise ChannelClosed("worker closed its channel")
-            buf += scratch[:n]
-            if n < READ_BYTES:
+            if self._large is None:
+                frames += self._split(self._in)
+            elif self._large_have == len(self._large):
+                frames.append((self._large, self._received.take(self._large_fds)))
+                self._large = None
+            if self._large is None and n < READ_BYTES:
                 break
-        return self._split(buf)
+        return frames
+
+    def _receive_small(self) -> int | None:
+        try:
+            n, ancdata, _, _ = self.sock.recvmsg_into([self._scratch], ANCILLARY_BYTES)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self.closed = True
+            raise ChannelClosed(str(exc)) from exc
+        self._received.add(ancdata)
+        self._in += self._scratch[:n]
+        return n
+
+    def _receive_large(self) -> int | None:
+        assert self._large is not None
+        try:
+            n, ancdata, _, _ = self.sock.recvmsg_into(
+                [memoryview(self._large)[self._large_have :]], ANCILLARY_BYTES
+            )
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self.closed = True
+            raise ChannelClosed(str(exc)) from exc
+        self._received.add(ancdata)
+        self._large_have += n
+        return n
 
     def _split(self, buf: bytearray) -> list[Frame]:
-        frames = []
+        frames: list[Frame] = []
         offset = 0
         end = len(buf)
-        while end - offset >= HEADER_BYTES:
-            size, nfds = _HEADER.unpack_from(buf, offset)
-            start = offset + HEADER_BYTES
-            if end - start < size:
-                break
-            frames.append((bytes(buf[start : start + size]), self._received.take(nfds)))
-            offset = start + size
+        view = memoryview(buf)
+        try:
+            while end - offset >= HEADER_BYTES:
+                size, nfds = _HEADER.unpack_from(buf, offset)
+                start = offset + HEADER_BYTES
+                if end - start < size:
+                    if size >= LARGE_FRAME_BYTES:
+                        self._start_large(view[start:end], size, nfds)
+                        offset = end
+                    break
+                frames.append((bytes(view[start : start + size]), self._received.take(nfds)))
+                offset = start + size
+        finally:
+            view.release()
         if offset:
             del buf[:offset]
         return frames
+
+    def _start_large(self, head: memoryview, size: int, nfds: int) -> None:
+        self._large = bytearray(size)
+        self._large[: len(head)] = head
+        self._large_have = len(head)
+        self._large_fds = nfds
 
     def close(self) -> None:
         self.closed = True
@@ -226,7 +275,7 @@ class WorkerEnd:
         size, nfds = _HEADER.unpack_from(buf)
         end = HEADER_BYTES + size
         if len(buf) >= end:
-            payload = bytes(buf[HEADER_BYTES:end])
+            payload: bytes | bytearray = bytes(buf[HEADER_BYTES:end])
             del buf[:end]
         elif size >= _SMALL_BYTES:
             # A large frame: read the rest straight into its own buffer, no second copy.
@@ -235,7 +284,7 @@ class WorkerEnd:
             body[:have] = buf[HEADER_BYTES:]
             buf.clear()
             self._read_exact_into(memoryview(body)[have:])
-            payload = body  # type: ignore[assignment]
+            payload = body
         else:
             return None
         return payload, self._received.take(nfds)
@@ -248,9 +297,12 @@ class WorkerEnd:
                 raise ChannelClosed("parent closed the channel")
             view = view[n:]
 
-    def send(self, payload: bytes, fds: list[int] | None = None) -> None:
-        """Send one frame; ``fds`` (closed here once sent) travel with its header."""
-        header = _HEADER.pack(len(payload), len(fds or ()))
+    def send(self, payload: bytes, fds: list[int] | None = None, prefix: bytes = b"") -> None:
+        """Send one frame, ``prefix + payload``; ``fds`` (closed here once sent) travel
+        with its header. The two parts are never joined: a result of gigabytes would
+        cost as much again in memory.
+        """
+        header = _HEADER.pack(len(prefix) + len(payload), len(fds or ())) + prefix
         if fds:
             try:
                 self.sock.sendmsg([header], rights(fds))

@@ -410,7 +410,7 @@ class ProcessBackend:
         except (KeyError, ValueError):
             pass
 
-    def _on_frame(self, worker: ProcessWorker, frame: bytes, fds: list[int]) -> None:
+    def _on_frame(self, worker: ProcessWorker, frame: bytes | bytearray, fds: list[int]) -> None:
         engine = self.engine
         assert engine is not None
         kind, chunk_id, compute_s, released = _worker.RESULT_HEADER.unpack_from(frame)

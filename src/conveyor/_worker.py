@@ -152,7 +152,7 @@ def _serve(channel: WorkerEnd, config: WorkerConfig) -> None:
         payload, result_fds = encode(values, errors)
         del values, errors  # before the mask: a result may be an argument's array
         header = RESULT_HEADER.pack(DONE, chunk_id, compute_s, mapped.released_mask())
-        channel.send(header + payload, result_fds)
+        channel.send(payload, result_fds, prefix=header)  # no copy of a large payload
     if memory.exceeded():
         # Tell the parent first: chunks it already sent us were never started.
         _send(channel, RETIRING, 0, 0.0, None)
