@@ -360,3 +360,12 @@ def test_a_result_callback_that_raises_is_reported_and_the_pool_goes_on(
     while "from a result callback" not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.01)  # the callback runs just after the result is marked ready
     assert "from a result callback" in caplog.text
+
+
+def test_dask_runs_a_graph_on_a_conveyor_pool(make_pool, backend):
+    import dask  # a test dependency: a real client, not a mock of one
+
+    pool = make_pool(2)
+    graph = [dask.delayed(tasks.square)(i) for i in range(8)]
+    scheduler = "processes" if backend == "process" else "threads"
+    assert dask.compute(*graph, scheduler=scheduler, pool=pool) == tuple(i * i for i in range(8))

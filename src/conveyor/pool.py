@@ -33,7 +33,7 @@ from ._core import BackendName, PoolCore, ResultIterator, _terminate
 from ._execute import CallMode
 from ._results import ApplyResult, AsyncResult, MapResult
 from ._scheduler import TaskOptions
-from ._stats import PoolStats
+from ._stats import PoolStats, WorkerStats
 
 T = TypeVar("T")
 
@@ -242,6 +242,15 @@ class Pool(mp_pool.Pool):
     def stats(self) -> PoolStats:
         """A snapshot of the pool's counters (tasks, chunking, bytes, per-worker busy time)."""
         return self._core.stats()
+
+    @property
+    def _pool(self) -> list[WorkerStats]:
+        """The live workers, for code that reads the stdlib's private ``_pool``.
+
+        dask's ``pool=`` takes ``len(pool._pool)`` as the number of workers; each entry
+        here is a :class:`WorkerStats` snapshot (``.pid``), not a ``Process``.
+        """
+        return [w for w in self._core.stats().workers if w.alive]
 
     def _check_running(self) -> None:
         if self._state is not _State.RUN:
