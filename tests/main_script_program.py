@@ -51,6 +51,9 @@ class ScriptError(Exception):
 def fail(x):
     raise ScriptError(x)
 
+def make_reader(_):
+    return lambda: G
+
 def run_cases(map_fn, submit_fn):
     out = {}
     out["global"] = map_fn(readg, range(3))
@@ -64,6 +67,8 @@ def run_cases(map_fn, submit_fn):
     out["enum"] = [c is Color.RED for c in colors]
     plains = map_fn(Plain, [5])
     out["plain"] = [type(p) is Plain and p.x for p in plains]
+    readers = map_fn(make_reader, [0])
+    out["returned_lambda"] = [[reader() for reader in readers], G]
     try:
         submit_fn(fail, 7)
         out["exception"] = "no exception"
@@ -95,14 +100,15 @@ def through_conveyor_map():
 
 def main():
     multiprocessing.set_start_method(START_METHOD)
+    # Process pools first: a thread pool's initializer sets the parent's own G.
     report = {
         "Pool": through_pool(conveyor.Pool, context=START_METHOD),
-        "ThreadPool": through_pool(conveyor.ThreadPool),
         "ProcessPoolExecutor": through_executor(conveyor.ProcessPoolExecutor, mp_context=multiprocessing.get_context(START_METHOD)),
-        "ThreadPoolExecutor": through_executor(conveyor.ThreadPoolExecutor),
         "WorkerPool": through_workerpool("process"),
-        "WorkerPool-thread": through_workerpool("thread"),
         "conveyor.map": through_conveyor_map(),
+        "ThreadPool": through_pool(conveyor.ThreadPool),
+        "ThreadPoolExecutor": through_executor(conveyor.ThreadPoolExecutor),
+        "WorkerPool-thread": through_workerpool("thread"),
     }
     from conveyor.workers import shutdown_shared_pools
     shutdown_shared_pools()

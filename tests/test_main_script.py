@@ -33,6 +33,9 @@ EXPECTED_CASES = {
     "enum": [True, False],
     "plain": [5],
     "exception": ["ScriptError", 7],
+    # A lambda made in a worker (where G is 42) reads the parent's G once it is back,
+    # and bringing it back did not replace the parent's G.
+    "returned_lambda": [[None], None],
 }
 APIS = [
     "Pool",
@@ -144,6 +147,8 @@ def assert_stdlib_semantics(report: dict) -> None:
         expected = dict(EXPECTED_CASES)
         if api == "conveyor.map":
             expected["global"] = "(no initializer)"
+        if api in ("ThreadPool", "ThreadPoolExecutor", "WorkerPool-thread"):  # one process
+            expected["returned_lambda"] = [[42], 42]
         assert report[api] == expected, api
 
 
@@ -244,3 +249,10 @@ def test_forked_copy_follows_the_parents_rebinding():
     assert ns.globals["N"] is value
     ns.bind({"N": (id(value) + 1, "rebound")})
     assert ns.globals["N"] == "rebound"
+
+
+def test_a_function_sent_back_by_a_worker_never_replaces_the_parents_globals():
+    ns = _namespace(MainKind.RERUN, G="the parent's")
+    ns.bind({"G": (12345, "the worker's"), "H": (1, "absent here")})
+    assert ns.globals["G"] == "the parent's"
+    assert ns.globals["H"] == "absent here"

@@ -45,9 +45,14 @@ def main_module() -> types.ModuleType | None:
     return sys.modules.get("__main__")
 
 
+# A spawn or forkserver worker runs the main script under the name "__mp_main__" (and
+# multiprocessing makes the name an alias of "__main__" in every process).
+MAIN_NAMES = ("__main__", "__mp_main__")
+
+
 def is_main_object(obj: Any) -> bool:
     """A function or class defined in the main script."""
-    return getattr(obj, "__module__", None) == "__main__" and (
+    return getattr(obj, "__module__", None) in MAIN_NAMES and (
         isinstance(obj, (types.FunctionType, type))
     )
 
@@ -325,9 +330,14 @@ def start_worker(kind: MainKind) -> None:
 
 
 def worker_namespace() -> WorkerNamespace:
-    """This process's namespace (the parent's own ``__main__`` when used in the parent)."""
+    """This process's namespace for the main script.
+
+    In a process that is no worker (the parent receiving a lambda as a result), it is the
+    process's own ``__main__``, and a shipped global only fills a name that is absent:
+    nothing a worker sends may replace the parent's own values.
+    """
     global _namespace
     if _namespace is None:
         main = main_module() or types.ModuleType("__main__")
-        _namespace = WorkerNamespace(main, MainKind.COPY)
+        _namespace = WorkerNamespace(main, MainKind.RERUN)
     return _namespace

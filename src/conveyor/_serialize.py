@@ -63,7 +63,7 @@ class _ByValuePickler(cloudpickle.Pickler):
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
         self._view = view
         # What multiprocessing's pickler passes (sockets, connections...) passes here too.
-        self.dispatch_table = ChainMap(_stdlib_reducers(), type(self).dispatch_table)
+        self.dispatch_table = ChainMap(type(self).dispatch_table, _stdlib_reducers())
 
     def reducer_override(self, obj: Any) -> Any:
         if is_main_object(obj):
