@@ -112,3 +112,16 @@ def starting_as_worker() -> bool:
     return bool(getattr(process, "_inheriting", False)) and process.name.startswith(
         WORKER_NAME_PREFIX
     )
+
+
+def forking_reducers() -> dict[type, Callable[[Any], Any]]:
+    """The reducers registered with ``multiprocessing.reduction.ForkingPickler``, live.
+
+    multiprocessing registers reducers for sockets and connections there, and libraries
+    add theirs (``ForkingPickler.register``); there is no public reader. Reading the live
+    dict honours a late registration and costs nothing per pickle, where building a
+    ``ForkingPickler`` for each message (which copies it) cost a microsecond and more.
+    """
+    from multiprocessing.reduction import ForkingPickler
+
+    return ForkingPickler._extra_reducers  # type: ignore[attr-defined]

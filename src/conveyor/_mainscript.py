@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import builtins
 import enum
+import functools
 import os
 import sys
 import types
@@ -143,7 +144,19 @@ class WorkerView:
 
 
 def names_bound_on_import(path: str) -> frozenset[str]:
-    """Top-level names a script binds when imported (its ``__main__`` guard skipped)."""
+    """Top-level names a script binds when imported (its ``__main__`` guard skipped).
+
+    Parsed once per version of the file: a program that makes many pools pays once.
+    """
+    try:
+        info = os.stat(path)
+    except OSError:
+        return frozenset()
+    return _names_bound_on_import(path, info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _names_bound_on_import(path: str, mtime_ns: int, size: int) -> frozenset[str]:
     try:
         with open(path, "rb") as f:
             tree = ast.parse(f.read(), filename=path)

@@ -8,6 +8,7 @@ worker (see ``FunctionTable``), so a lambda or a function defined in a REPL just
 
 from __future__ import annotations
 
+import copyreg
 import io
 import marshal
 import os
@@ -17,11 +18,11 @@ import types
 import weakref
 from collections import ChainMap, OrderedDict
 from collections.abc import Callable
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import cloudpickle
 
+from ._compat import forking_reducers
 from ._mainscript import MainView, WorkerView, is_main_object, reduce_main_function
 from ._shm import OutOfBand
 from .errors import RemoteTraceback, UnpicklableExceptionError
@@ -74,24 +75,25 @@ class _ByValuePickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
-class _ReferencePickler(ForkingPickler):
-    """multiprocessing's own pickler, refusing a main-script object the receiver cannot find.
+class _ReferencePickler(pickle.Pickler):
+    """The stdlib's C pickler with multiprocessing's reducers, refusing a main-script object
+    the receiver cannot find.
 
-    ``ForkingPickler`` is the C pickler plus the reducers multiprocessing registers, so a
-    socket or a ``Connection`` passed to a task is passed as the stdlib's ``Pool`` passes
-    it (its descriptor is duplicated into the worker). ``reducer_override`` is not called
-    for plain data (ints, strings, lists, dicts...), so this costs nothing on the common
-    path; a refusal sends the whole object through ``_ByValuePickler``.
+    The reducers multiprocessing registers apply, so a socket or a ``Connection`` passed
+    to a task is passed as the stdlib's ``Pool`` passes it (its descriptor is duplicated
+    into the worker). ``reducer_override`` is not called for plain data (ints, strings,
+    lists, dicts...), so this costs nothing on the common path; a refusal sends the whole
+    object through ``_ByValuePickler``. ``Serializer`` makes one subclass per view, so
+    that making a pickler runs no Python code.
     """
 
-    def __init__(self, file: Any, view: _View, buffer_callback: OutOfBand | None) -> None:
-        super().__init__(file, PROTOCOL, True, buffer_callback)
-        self._view = view
+    _view: _View
 
     def reducer_override(self, obj: Any) -> Any:
         if is_main_object(obj) and not self._view.by_reference(obj):
             raise _NeedsValue(obj)
-        return NotImplemented
+        reduce = _FORKING_REDUCERS.get(type(obj))
+        return NotImplemented if reduce is None else reduce(obj)
 
 
 class _NeedsValue(pickle.PicklingError):
@@ -101,15 +103,23 @@ class _NeedsValue(pickle.PicklingError):
 _View = MainView | WorkerView
 
 
+_FORKING_REDUCERS = forking_reducers()
+
+
 def _stdlib_reducers() -> Any:
-    """copyreg's reducers plus those registered with multiprocessing, read when used so
-    that one a library registers later (``ForkingPickler.register``) is honoured."""
-    return ForkingPickler(io.BytesIO()).dispatch_table
+    """copyreg's reducers plus those registered with multiprocessing (looked up live)."""
+    return ChainMap(_FORKING_REDUCERS, copyreg.dispatch_table)
 
 
-def _pickle_with(pickler: type[pickle.Pickler], obj: Any, view: _View, oob: Any) -> bytes:
+def _by_value(obj: Any, view: _View, oob: Any) -> bytes:
     buffer = io.BytesIO()
-    pickler(buffer, view, oob).dump(obj)  # type: ignore[arg-type]
+    _ByValuePickler(buffer, view, oob).dump(obj)
+    return buffer.getvalue()
+
+
+def _by_reference(pickler: type[_ReferencePickler], obj: Any, oob: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickler(buffer, PROTOCOL, buffer_callback=oob).dump(obj)
     return buffer.getvalue()
 
 
@@ -122,6 +132,7 @@ class Serializer:
 
     def __init__(self, view: _View) -> None:
         self.view = view
+        self._reference = type("_ReferencePickler", (_ReferencePickler,), {"_view": view})
 
     def dumps(self, obj: Any, oob: OutOfBand | None = None) -> bytes:
         """Pickle ``obj``: the fast C pickler, or cloudpickle for what it cannot handle.
@@ -130,12 +141,12 @@ class Serializer:
         failure its descriptors are closed.
         """
         try:
-            return _pickle_with(_ReferencePickler, obj, self.view, oob)
+            return _by_reference(self._reference, obj, oob)
         except _PICKLE_FAILURES:
             if oob is not None:
                 oob.close()
         try:
-            return _pickle_with(_ByValuePickler, obj, self.view, oob)
+            return _by_value(obj, self.view, oob)
         except BaseException:
             if oob is not None:
                 oob.close()
@@ -149,7 +160,7 @@ class Serializer:
         from the parent goes back as that class.
         """
         try:
-            return _pickle_with(_ReferencePickler, obj, self.view, oob)
+            return _by_reference(self._reference, obj, oob)
         except _NeedsValue:
             if oob is not None:
                 oob.close()
@@ -158,7 +169,7 @@ class Serializer:
                 oob.close()
             raise
         try:
-            return _pickle_with(_ByValuePickler, obj, self.view, oob)
+            return _by_value(obj, self.view, oob)
         except BaseException:
             if oob is not None:
                 oob.close()
@@ -166,7 +177,7 @@ class Serializer:
 
     def dumps_by_value(self, obj: Any) -> bytes:
         """Pickle ``obj`` with cloudpickle (and the main script's rule) straight away."""
-        return _pickle_with(_ByValuePickler, obj, self.view, None)
+        return _by_value(obj, self.view, None)
 
     def dumps_function(self, fn: Callable[..., Any]) -> bytes:
         """Pickle a callable, by value where needed (lambdas, closures, REPL code).
