@@ -148,36 +148,50 @@ class ParentEnd:
         (the read buffer, a slice of it, and the frame).
         """
         frames: list[Frame] = []
-        while True:
-            n = self._receive_small() if self._large is None else self._receive_large()
-            if n is None:
-                break  # would block
+        if self._large is not None and not self._read_large(frames):
+            return frames
+        buf, scratch = self._in, self._scratch
+        while True:  # the common case, small frames: the hot path of every round trip
+            try:
+                n, ancdata, _, _ = self.sock.recvmsg_into([scratch], ANCILLARY_BYTES)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self.closed = True
+                raise ChannelClosed(str(exc)) from exc
+            self._received.add(ancdata)
             if not n:
                 self.closed = True
-                frames += self._split(self._in)
+                frames += self._split(buf)
                 if frames:
                     return frames
                 raise ChannelClosed("worker closed its channel")
-            if self._large is None:
-                frames += self._split(self._in)
-            elif self._large_have == len(self._large):
-                frames.append((self._large, self._received.take(self._large_fds)))
-                self._large = None
-            if self._large is None and n < READ_BYTES:
+            buf += scratch[:n]
+            if n < READ_BYTES:
                 break
+            # A full gulp: more is coming, perhaps a large frame, which must get its own
+            # buffer before it piles up in this one.
+            frames += self._split(buf)
+            if self._large is not None and not self._read_large(frames):
+                return frames
+        frames += self._split(buf)
+        if self._large is not None:  # the split found the head of a large frame
+            self._read_large(frames)
         return frames
 
-    def _receive_small(self) -> int | None:
-        try:
-            n, ancdata, _, _ = self.sock.recvmsg_into([self._scratch], ANCILLARY_BYTES)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            self.closed = True
-            raise ChannelClosed(str(exc)) from exc
-        self._received.add(ancdata)
-        self._in += self._scratch[:n]
-        return n
+    def _read_large(self, frames: list[Frame]) -> bool:
+        """Read on into the large frame; True once it is complete (added to ``frames``)."""
+        assert self._large is not None
+        while self._large_have < len(self._large):
+            n = self._receive_large()
+            if n is None:
+                return False  # would block: the supervisor comes back when more arrives
+            if not n:
+                self.closed = True
+                raise ChannelClosed("worker closed its channel in the middle of a frame")
+        frames.append((self._large, self._received.take(self._large_fds)))
+        self._large = None
+        return True
 
     def _receive_large(self) -> int | None:
         assert self._large is not None
