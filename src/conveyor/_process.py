@@ -55,21 +55,26 @@ _WAKE, _CHANNEL, _SENTINEL = "wake", "channel", "sentinel"
 def default_context(flavor: Flavor = Flavor.CONVEYOR) -> BaseContext:
     """The start method a pool uses when given no ``context``.
 
-    A start method the program chose (``multiprocessing.set_start_method``) always wins.
-    Otherwise the drop-in classes use the stdlib's own default (fork on Linux up to 3.13,
-    forkserver from 3.14), so that code written for them, such as locks made in the
-    default context and passed in ``initargs``, runs unchanged; conveyor's own API uses
-    forkserver, which never forks a process that has threads (see the module docstring
-    and docs/architecture.md, "Start methods").
+    The drop-in classes use what the stdlib's would: the start method the program set
+    with ``multiprocessing.set_start_method``, else the platform's default (fork on Linux
+    up to 3.13, forkserver from 3.14), so that code written for them, such as locks made
+    in the default context and passed in ``initargs``, runs unchanged.
+
+    conveyor's own API uses forkserver, which never forks a process that has threads,
+    unless the program set another method that is not the platform's default. The
+    platform's default itself cannot count as a choice: multiprocessing fixes it as the
+    program's method by itself the first time any spawn or forkserver process starts
+    (``spawn.get_preparation_data`` calls ``get_start_method()``), so it would turn every
+    pool after the first into a fork pool. See docs/architecture.md, "Start methods".
     """
-    method = multiprocessing.get_start_method(allow_none=True)
-    if method is None:
-        methods = multiprocessing.get_all_start_methods()
-        if flavor is not Flavor.CONVEYOR:
-            method = methods[0]  # documented as the platform's default
-        else:
-            method = "forkserver" if "forkserver" in methods else "spawn"
-    return multiprocessing.get_context(method)
+    chosen = multiprocessing.get_start_method(allow_none=True)
+    methods = multiprocessing.get_all_start_methods()
+    platform_default = methods[0]  # documented as the platform's default
+    if flavor is not Flavor.CONVEYOR:
+        return multiprocessing.get_context(chosen or platform_default)
+    if chosen is not None and chosen != platform_default:
+        return multiprocessing.get_context(chosen)
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def resolve_context(
