@@ -116,10 +116,6 @@ class MainView:
             path = script_path()
             self._names = names_bound_on_import(path) if path else frozenset()
 
-    @classmethod
-    def for_start_method(cls, start_method: str) -> MainView:
-        return cls(main_kind(start_method))
-
     def by_reference(self, obj: Any) -> bool:
         """True if ``obj`` (a ``__main__`` function or class) exists by name in a worker."""
         qualname = getattr(obj, "__qualname__", "")
@@ -135,8 +131,6 @@ class MainView:
 
 class WorkerView:
     """A worker's view, for what it sends back: what the parent finds by name."""
-
-    kind = MainKind.COPY
 
     def by_reference(self, obj: Any) -> bool:
         main = main_module()
