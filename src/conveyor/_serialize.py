@@ -117,6 +117,11 @@ def _by_value(obj: Any, view: _View, oob: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _close(oob: OutOfBand | None) -> None:
+    if oob is not None:
+        oob.close()
+
+
 def _by_reference(pickler: type[_ReferencePickler], obj: Any, oob: Any) -> bytes:
     buffer = io.BytesIO()
     pickler(buffer, PROTOCOL, buffer_callback=oob).dump(obj)
@@ -140,17 +145,7 @@ class Serializer:
         With ``oob``, large buffers (NumPy arrays...) go out of band into shared memory; on
         failure its descriptors are closed.
         """
-        try:
-            return _by_reference(self._reference, obj, oob)
-        except _PICKLE_FAILURES:
-            if oob is not None:
-                oob.close()
-        try:
-            return _by_value(obj, self.view, oob)
-        except BaseException:
-            if oob is not None:
-                oob.close()
-            raise
+        return self._dumps(obj, oob, fall_back_on=_PICKLE_FAILURES)
 
     def stdlib_dumps(self, obj: Any, oob: OutOfBand | None = None) -> bytes:
         """Pickle ``obj`` by the stdlib's rules (the drop-in pools' results).
@@ -159,20 +154,25 @@ class Serializer:
         own objects that must travel by value: an instance of a class that came by value
         from the parent goes back as that class.
         """
+        return self._dumps(obj, oob, fall_back_on=_NeedsValue)
+
+    def _dumps(
+        self, obj: Any, oob: OutOfBand | None, fall_back_on: type[BaseException] | tuple[Any, ...]
+    ) -> bytes:
+        """The C pickler first; cloudpickle after a failure of the ``fall_back_on`` kind.
+
+        Whatever fails closes ``oob``'s descriptors (the retry starts with none).
+        """
         try:
             return _by_reference(self._reference, obj, oob)
-        except _NeedsValue:
-            if oob is not None:
-                oob.close()
-        except BaseException:
-            if oob is not None:
-                oob.close()
-            raise
+        except BaseException as exc:
+            _close(oob)
+            if not isinstance(exc, fall_back_on):
+                raise
         try:
             return _by_value(obj, self.view, oob)
         except BaseException:
-            if oob is not None:
-                oob.close()
+            _close(oob)
             raise
 
     def dumps_by_value(self, obj: Any) -> bytes:
