@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 import conveyor
+import conveyor._frontend._feeder
 import tasks
 
 WAIT_S = 30.0  # generous bound on any single wait; a passing test takes a fraction of it
@@ -421,7 +422,7 @@ def test_a_map_whose_input_reader_cannot_start_leaves_the_executor_usable(
     def refuse(self):
         raise RuntimeError("can't create new thread at interpreter shutdown")
 
-    monkeypatch.setattr(conveyor._feeder.Feeder, "start", refuse)
+    monkeypatch.setattr(conveyor._frontend._feeder.Feeder, "start", refuse)
     with pytest.raises(RuntimeError, match="new thread"):
         ex.map(abs, iter([-1, -2]))  # an iterator is read lazily, on a feeder thread
     monkeypatch.undo()

@@ -19,7 +19,7 @@ import types
 import pytest
 
 from conftest import PROCESS_METHODS
-from conveyor._mainscript import MainKind, WorkerNamespace, names_bound_on_import
+from conveyor._transport._mainscript import MainKind, WorkerNamespace, names_bound_on_import
 
 PROGRAM = os.path.join(os.path.dirname(__file__), "main_script_program.py")
 PROGRAM_TIMEOUT_S = 120

@@ -10,7 +10,7 @@ import pytest
 
 import conveyor
 import tasks
-from conveyor import _shm
+from conveyor._transport import _shm
 
 pytestmark = pytest.mark.skipif(not _shm.AVAILABLE, reason="memfd and SCM_RIGHTS are Linux-only")
 

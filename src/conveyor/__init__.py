@@ -1,7 +1,7 @@
 """conveyor: parallel work done right."""
 
 from ._cpus import available_cpus
-from ._execute import worker_state
+from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (
     ConveyorError,

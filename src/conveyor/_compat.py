@@ -7,7 +7,6 @@ stdlib object is patched; we only read.
 
 from __future__ import annotations
 
-import enum
 import os
 import sys
 import threading
@@ -17,22 +16,11 @@ from contextlib import contextmanager
 from multiprocessing import pool as _mp_pool
 from typing import Any
 
-
-class Flavor(enum.Enum):
-    """Whose conventions a pool follows where the stdlib's two APIs differ."""
-
-    MULTIPROCESSING = "multiprocessing"  # Pool, ThreadPool
-    FUTURES = "futures"  # ProcessPoolExecutor, ThreadPoolExecutor
-    CONVEYOR = "conveyor"  # WorkerPool, conveyor.map
-
-
-# The type of a remote traceback attached as __cause__. Tests (CPython's own) and user
+# The class of the remote traceback attached as __cause__. Tests (CPython's own) and user
 # code check it exactly: multiprocessing.pool.RemoteTraceback is public; the executor's
 # _RemoteTraceback is private but it is what concurrent.futures users get.
-REMOTE_TRACEBACK_TYPES: dict[Flavor, type[Exception]] = {
-    Flavor.MULTIPROCESSING: _mp_pool.RemoteTraceback,  # type: ignore[attr-defined]
-    Flavor.FUTURES: _futures_process._RemoteTraceback,
-}
+mp_remote_traceback: type[Exception] = _mp_pool.RemoteTraceback  # type: ignore[attr-defined]
+futures_remote_traceback: type[Exception] = _futures_process._RemoteTraceback
 
 MaybeEncodingError: type[Exception] = _mp_pool.MaybeEncodingError  # type: ignore[attr-defined]
 

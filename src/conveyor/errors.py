@@ -58,7 +58,21 @@ class RemoteTraceback(Exception):
         return self.tb
 
 
-def _describe_exit(exitcode: int | None) -> str:
+def describe_callable(fn: Any) -> str:
+    """``module.qualname`` of a task's function, for messages."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def describe_call(fn: Any, index: int | None = None) -> str:
+    """``module.fn() (item 3)``: a task, for messages."""
+    where = f" (item {index})" if index is not None else ""
+    return f"{describe_callable(fn)}(){where}"
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a worker process ended, in words: ``SIGKILL (often the kernel's OOM ...)``."""
     if exitcode is None:
         return "an unknown cause"
     if exitcode < 0:
@@ -110,7 +124,7 @@ class WorkerCrashedError(ConveyorError, BrokenProcessPool):
         self.attempts = attempts
         if message is None:
             message = (
-                f"worker process {pid} died with {_describe_exit(exitcode)} while running "
+                f"worker process {pid} died with {describe_exit(exitcode)} while running "
                 f"{task or 'a task'} (attempt {attempts}). Likely causes: a crash in native "
                 "code, the OOM killer, os._exit() or an external kill. "
                 + _next_step_after_crash(attempts, retries)
@@ -249,6 +263,33 @@ class WorkerInitError(ConveyorError, BrokenProcessPool, BrokenThreadPool):
         with conveyor.Pool(2, initializer=broken) as pool:
             pool.map(f, items)   # WorkerInitError: initializer broken() raised ...
     """
+
+    @classmethod
+    def initializer_raised(cls, exc: BaseException) -> WorkerInitError:
+        error = cls(
+            f"the worker initializer raised {type(exc).__name__}: {exc}. The pool cannot "
+            "start workers and has stopped; fix the initializer and create a new pool."
+        )
+        error.__cause__ = exc
+        return error
+
+    @classmethod
+    def main_without_guard(cls, where: str) -> WorkerInitError:
+        return cls(
+            f"the pool's workers could not start: {where} creates a process pool when it "
+            "is imported, and spawn and forkserver workers import the main module, so "
+            "each would start a pool of its own. Put the code that creates the pool under "
+            '`if __name__ == "__main__":` (or in a function that only the guard calls).'
+        )
+
+    @classmethod
+    def died_while_starting(cls, count: int, exitcode: int | None) -> WorkerInitError:
+        return cls(
+            f"{count} workers in a row died while starting (last: {describe_exit(exitcode)}) "
+            "before running any task. Common causes: a main module that starts a pool "
+            "without the `if __name__ == '__main__':` guard, an import that fails in a "
+            "fresh process, or too little memory. Their output (stderr) says more."
+        )
 
 
 class PoolClosedError(ConveyorError, ValueError):

@@ -28,12 +28,13 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from ._compat import Flavor, on_interpreter_exit
-from ._core import BackendName, PoolCore, ResultIterator
+from ._compat import on_interpreter_exit
 from ._cpus import available_cpus
-from ._execute import CallMode
-from ._results import FutureSink
-from ._scheduler import Job, TaskOptions
+from ._engine._jobs import Job, TaskOptions
+from ._frontend._iterate import ResultIterator
+from ._frontend._policy import FUTURES
+from ._frontend._pool_core import BackendName, PoolCore
+from ._frontend._results import FutureSink
 from ._stats import PoolStats
 
 T = TypeVar("T")
@@ -90,7 +91,7 @@ class _PoolExecutor(futures.Executor):
             finish_at_exit=True,
             thread_name_prefix=thread_name_prefix,
             max_worker_memory=max_worker_memory,
-            flavor=Flavor.FUTURES,
+            policy=FUTURES,
         )
         self._max_workers = self._core.size
         # Dropped without shutdown(): finish what was submitted (its futures may still be
@@ -98,8 +99,7 @@ class _PoolExecutor(futures.Executor):
         self._finalizer = weakref.finalize(self, PoolCore.close, self._core)
 
     def _check_accepting(self) -> None:
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+        self._core.check_accepting()
         if _interpreter_exiting:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
@@ -143,7 +143,6 @@ class _PoolExecutor(futures.Executor):
                 results = self._core.iterate_sequence(
                     fn,
                     iterables[0],
-                    CallMode.SINGLE,
                     chunksize=fixed_chunksize,
                     timeout_error=futures.TimeoutError,
                     cancel_on_drop=False,
@@ -152,7 +151,7 @@ class _PoolExecutor(futures.Executor):
                 results = self._core.iterate(
                     fn,
                     zip(*iterables),  # noqa: B905 - the shortest input wins, as in map()
-                    CallMode.STAR,
+                    star=True,
                     chunksize=fixed_chunksize,
                     timeout_error=futures.TimeoutError,
                     cancel_on_drop=False,
@@ -169,7 +168,7 @@ class _PoolExecutor(futures.Executor):
             if cancel_futures:
                 for future, job in list(self._pending.items()):
                     if future.cancel():
-                        self._core.engine.cancel(job)
+                        self._core.cancel(job)
                 for results in list(self._maps):
                     results.cancel(futures.CancelledError())
             self._core.close()
@@ -196,9 +195,11 @@ class _PoolExecutor(futures.Executor):
         else:
             self.shutdown(wait=True)
 
-    def stats(self) -> PoolStats:
+    def statistics(self) -> PoolStats:
         """A snapshot of the executor's counters."""
-        return self._core.stats()
+        return self._core.statistics()
+
+    stats = statistics  # the earlier name, kept as an alias
 
 
 def _timed(results: Any, end: float) -> Iterator[Any]:

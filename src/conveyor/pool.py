@@ -28,11 +28,11 @@ from multiprocessing import pool as mp_pool
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from ._compat import Flavor
-from ._core import BackendName, PoolCore, ResultIterator, _terminate
-from ._execute import CallMode
-from ._results import ApplyResult, AsyncResult, MapResult
-from ._scheduler import TaskOptions
+from ._engine._jobs import TaskOptions
+from ._frontend._iterate import ResultIterator
+from ._frontend._policy import MULTIPROCESSING
+from ._frontend._pool_core import BackendName, PoolCore, terminate_engine
+from ._frontend._results import ApplyResult, AsyncResult, MapResult
 from ._stats import PoolStats, WorkerStats
 
 T = TypeVar("T")
@@ -99,10 +99,10 @@ class Pool(mp_pool.Pool):
             worker_state=worker_state,
             options=TaskOptions(timeout=task_timeout, retries=retries),
             max_worker_memory=max_worker_memory,
-            flavor=Flavor.MULTIPROCESSING,
+            policy=MULTIPROCESSING,
         )
         self._processes = self._core.size
-        self._finalizer = weakref.finalize(self, _terminate, self._core.engine)
+        self._finalizer = weakref.finalize(self, terminate_engine, self._core.engine)
 
     # --- single calls ----------------------------------------------------------------------
 
@@ -135,7 +135,7 @@ class Pool(mp_pool.Pool):
         self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
     ) -> list[T]:
         """``list(map(func, iterable))``, in parallel. Chunk size adapts when not given."""
-        return self._map_async(func, iterable, CallMode.SINGLE, chunksize).get()
+        return self._map_async(func, iterable, False, chunksize).get()
 
     def map_async(
         self,
@@ -145,7 +145,7 @@ class Pool(mp_pool.Pool):
         callback: Callable[[list[T]], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> MapResult[T]:
-        return self._map_async(func, iterable, CallMode.SINGLE, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, False, chunksize, callback, error_callback)
 
     def starmap(
         self,
@@ -154,7 +154,7 @@ class Pool(mp_pool.Pool):
         chunksize: int | None = None,
     ) -> list[T]:
         """Like :meth:`map`, calling ``func(*item)``."""
-        return self._map_async(func, iterable, CallMode.STAR, chunksize).get()
+        return self._map_async(func, iterable, True, chunksize).get()
 
     def starmap_async(
         self,
@@ -164,13 +164,13 @@ class Pool(mp_pool.Pool):
         callback: Callable[[list[T]], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> MapResult[T]:
-        return self._map_async(func, iterable, CallMode.STAR, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, True, chunksize, callback, error_callback)
 
     def _map_async(
         self,
         func: Callable[..., T],
         iterable: Iterable[Any],
-        mode: CallMode,
+        star: bool,
         chunksize: int | None,
         callback: Callable[[list[T]], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
@@ -180,9 +180,9 @@ class Pool(mp_pool.Pool):
             iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
         )
         result: MapResult[T] = MapResult(len(items), callback, error_callback)
-        if mode is CallMode.STAR:
+        if star:
             items = [tuple(item) for item in items]
-        self._core.submit_items(func, items, mode, result, chunksize=chunksize)
+        self._core.submit_items(func, items, result, star=star, chunksize=chunksize)
         return result
 
     def imap(
@@ -211,7 +211,6 @@ class Pool(mp_pool.Pool):
         return self._core.iterate(
             func,
             iterable,
-            CallMode.SINGLE,
             ordered=ordered,
             chunksize=chunksize,
             timeout_error=multiprocessing.TimeoutError,
@@ -239,9 +238,11 @@ class Pool(mp_pool.Pool):
         self._core.join()
         self._finalizer.detach()
 
-    def stats(self) -> PoolStats:
+    def statistics(self) -> PoolStats:
         """A snapshot of the pool's counters (tasks, chunking, bytes, per-worker busy time)."""
-        return self._core.stats()
+        return self._core.statistics()
+
+    stats = statistics  # the earlier name, kept as an alias
 
     @property
     def _pool(self) -> list[WorkerStats]:
@@ -250,11 +251,10 @@ class Pool(mp_pool.Pool):
         dask's ``pool=`` takes ``len(pool._pool)`` as the number of workers; each entry
         here is a :class:`WorkerStats` snapshot (``.pid``), not a ``Process``.
         """
-        return [w for w in self._core.stats().workers if w.alive]
+        return [w for w in self._core.statistics().workers if w.alive]
 
     def _check_running(self) -> None:
-        if self._state is not _State.RUN:
-            raise ValueError("Pool not running")
+        self._core.check_accepting()
 
     def __enter__(self) -> Pool:
         self._check_running()

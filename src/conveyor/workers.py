@@ -16,32 +16,37 @@ Example::
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from ._compat import Flavor
-from ._core import BackendName, PoolCore, ResultIterator
-from ._execute import CallMode
-from ._progress import ProgressArg, with_progress
-from ._results import FutureSink, MapResult
-from ._scheduler import Job, TaskOptions
+from . import _backends
+from ._engine._jobs import Job, TaskOptions
+from ._frontend._iterate import ResultIterator
+from ._frontend._policy import CONVEYOR
+from ._frontend._pool_core import BackendName, PoolCore
+from ._frontend._progress import ProgressArg, with_progress
+from ._frontend._results import FutureSink, MapResult
 from ._stats import PoolStats
-from .errors import PoolClosedError
 
 T = TypeVar("T")
 
 __all__ = ["WorkerPool", "imap", "map", "shared_pool", "shutdown_shared_pools", "submit"]
 
 
-class _Default:
+class _Default(enum.Enum):
+    """The type of ``DEFAULT``: "use the pool's own setting" (so ``None`` stays a value)."""
+
+    DEFAULT = "<pool default>"
+
     def __repr__(self) -> str:
-        return "<pool default>"
+        return self.value
 
 
-DEFAULT: Any = _Default()
+DEFAULT = _Default.DEFAULT
 
 
 class WorkerPool:
@@ -79,11 +84,10 @@ class WorkerPool:
         timeout: float | None = None,
         retries: int = 1,
     ) -> None:
-        if backend not in ("process", "thread"):
-            raise ValueError(f"backend must be 'process' or 'thread', not {backend!r}")
+        if backend not in _backends.names():
+            _backends.create(backend, CONVEYOR.worker_setup())  # raises: names the choices
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive int or None, not {workers!r}")
-        self._closed = False
         self._core = PoolCore(
             backend,
             workers,
@@ -94,7 +98,7 @@ class WorkerPool:
             worker_state=worker_state,
             options=TaskOptions(timeout=timeout, retries=retries),
             max_worker_memory=max_worker_memory,
-            flavor=Flavor.CONVEYOR,
+            policy=CONVEYOR,
         )
         self._jobs: dict[Future[Any], Job] = {}
 
@@ -110,13 +114,9 @@ class WorkerPool:
             retries=base.retries if retries is DEFAULT else retries,
         )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PoolClosedError("this WorkerPool is closed; create a new one")
-
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a :class:`~concurrent.futures.Future`."""
-        self._check_open()
+        self._core.check_accepting()
         future: Future[T] = Future()
         job = self._core.submit_call(fn, args, kwargs, FutureSink(future))
         if not future.done():
@@ -143,12 +143,12 @@ class WorkerPool:
         if future.cancel():
             job = self._jobs.get(future)
             if job is not None:
-                self._core.engine.cancel(job)
+                self._core.cancel(job)
             return True
         job = self._jobs.get(future)
-        if job is None or future.done() or not self._core.engine.backend.can_kill:
+        if job is None or future.done() or not self._core.can_cancel_running:
             return False
-        self._core.engine.cancel(job, running=True)
+        self._core.cancel(job, running=True)
         return True
 
     def map(
@@ -158,17 +158,16 @@ class WorkerPool:
         *,
         star: bool = False,
         chunksize: int | None = None,
-        timeout: float | None = DEFAULT,
-        retries: int = DEFAULT,
+        timeout: float | _Default | None = DEFAULT,
+        retries: int | _Default = DEFAULT,
         progress: ProgressArg = False,
     ) -> list[T]:
         """``[fn(x) for x in items]`` in parallel (``fn(*x)`` with ``star=True``).
 
         Raises the first task error; the tasks not yet started are then withdrawn.
         """
-        self._check_open()
+        self._core.check_accepting()
         options = self._options(timeout, retries)
-        mode = CallMode.STAR if star else CallMode.SINGLE
         if not isinstance(items, (list, tuple, range)):
             return list(
                 self.imap(
@@ -183,14 +182,16 @@ class WorkerPool:
             )
         result: MapResult[T] = MapResult(len(items))
         sink, stop_progress = with_progress(result, progress, len(items))
-        job = self._core.submit_items(fn, items, mode, sink, chunksize=chunksize, options=options)
+        job = self._core.submit_items(
+            fn, items, sink, star=star, chunksize=chunksize, options=options
+        )
         try:
             return result.get()
         finally:
             if stop_progress is not None:
                 stop_progress()  # before an exception (a task's, Ctrl-C) reaches the caller
             if not job.complete:
-                self._core.engine.cancel(job)
+                self._core.cancel(job)
 
     def starmap(
         self, fn: Callable[..., T], items: Iterable[Iterable[Any]], **options: Any
@@ -206,8 +207,8 @@ class WorkerPool:
         ordered: bool = True,
         star: bool = False,
         chunksize: int | None = None,
-        timeout: float | None = DEFAULT,
-        retries: int = DEFAULT,
+        timeout: float | _Default | None = DEFAULT,
+        retries: int | _Default = DEFAULT,
         progress: ProgressArg = False,
     ) -> ResultIterator[T]:
         """Lazy map: ``items`` is read only a few chunks ahead of the consumer.
@@ -215,12 +216,12 @@ class WorkerPool:
         Breaking out of the loop (or dropping the iterator) stops reading and withdraws
         the tasks not yet started. ``ordered=False`` yields results as they finish.
         """
-        self._check_open()
+        self._core.check_accepting()
         total = len(items) if isinstance(items, Sequence) else None
         return self._core.iterate(
             fn,
             items,
-            CallMode.STAR if star else CallMode.SINGLE,
+            star=star,
             ordered=ordered,
             chunksize=chunksize,
             options=self._options(timeout, retries),
@@ -228,13 +229,20 @@ class WorkerPool:
             progress_total=total,
         )
 
-    def stats(self) -> PoolStats:
-        """A snapshot of the pool's counters."""
-        return self._core.stats()
+    def statistics(self) -> PoolStats:
+        """A frozen snapshot of the pool's counters (``print()`` it for a report).
+
+        Example::
+
+            s = pool.statistics()
+            print(s.tasks_done, s.worker_crashes, s.mean_chunk_size)
+        """
+        return self._core.statistics()
+
+    stats = statistics  # the earlier name, kept as an alias
 
     def close(self) -> None:
         """Accept no more work; workers exit once what was submitted is done."""
-        self._closed = True
         self._core.close()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -243,7 +251,6 @@ class WorkerPool:
 
     def terminate(self) -> None:
         """Stop now: kill the workers; unfinished tasks fail with ``TaskCancelledError``."""
-        self._closed = True
         self._core.terminate()
 
     def __enter__(self) -> WorkerPool:
@@ -268,12 +275,12 @@ def shared_pool(workers: int | None = None, backend: BackendName = "process") ->
 
     Example::
 
-        conveyor.shared_pool().stats().tasks_done
+        conveyor.shared_pool().statistics().tasks_done
     """
     key = (backend, workers)
     with _shared_lock:
         pool = _shared.get(key)
-        if pool is None or pool._closed:
+        if pool is None or not pool._core.accepting:
             pool = _shared[key] = WorkerPool(workers, backend=backend)
         return pool
 

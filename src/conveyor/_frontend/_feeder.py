@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
-from ._engine import Engine
-from ._scheduler import Job
+from .._engine._engine import Engine
+from .._engine._jobs import Job
 
 # The window: how many chunks per worker may be read ahead of the consumer.
 WINDOW_CHUNKS_PER_WORKER = 4

@@ -15,24 +15,18 @@ import os
 import pickle
 import traceback
 import types
-import weakref
-from collections import ChainMap, OrderedDict
+from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
-from ._compat import forking_reducers
+from .._compat import forking_reducers
+from ..errors import RemoteTraceback, UnpicklableExceptionError, describe_callable
 from ._mainscript import MainView, WorkerView, is_main_object, reduce_main_function
 from ._shm import OutOfBand
-from .errors import RemoteTraceback, UnpicklableExceptionError
 
 PROTOCOL = 5
-# How many distinct functions a worker remembers. The parent mirrors each worker's table
-# with the same LRU policy and the same order of use, so both sides evict the same entry
-# and the parent always knows whether a worker still holds a function.
-FUNCTION_TABLE_SIZE = 64
-
 # The worker's note on a result it could not pickle; the parent, which knows which task
 # it was, adds one naming it.
 RESULT_NOT_PICKLED_NOTE = "conveyor: cannot pickle the result"
@@ -40,7 +34,8 @@ RESULT_NOT_PICKLED_NOTE = "conveyor: cannot pickle the result"
 _PICKLE_FAILURES = (pickle.PicklingError, TypeError, AttributeError, ValueError)
 
 
-_RUNNER_FILE = os.path.join(os.path.dirname(__file__), "_execute.py")
+# The chunk runner, whose frames a remote traceback skips.
+_RUNNER_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "_run.py")
 
 
 def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
@@ -214,17 +209,6 @@ def add_note(exc: BaseException, note: str) -> BaseException:
     return exc
 
 
-def describe_callable(fn: Any) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{name}" if module and module != "builtins" else str(name)
-
-
-def describe_call(fn: Any, index: int | None = None) -> str:
-    where = f" (item {index})" if index is not None else ""
-    return f"{describe_callable(fn)}(){where}"
-
-
 def unpicklable_reason(obj: Any) -> str | None:
     """Why ``obj`` cannot be pickled, or None if it can."""
     try:
@@ -295,84 +279,3 @@ def _safe_str(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return f"<{type(exc).__name__} whose str() failed>"
-
-
-# --- functions ---------------------------------------------------------------------------
-
-
-class FunctionTable:
-    """A bounded LRU of functions keyed by a small integer id.
-
-    The worker keeps one (id -> function); the parent keeps one per worker (id -> True) as
-    a mirror. Both are touched in the same order (the channel is FIFO) so they evict alike.
-    """
-
-    def __init__(self, size: int = FUNCTION_TABLE_SIZE) -> None:
-        self._size = size
-        self._entries: OrderedDict[int, Any] = OrderedDict()
-
-    def get(self, key: int) -> Any:
-        value = self._entries[key]
-        self._entries.move_to_end(key)
-        return value
-
-    def __contains__(self, key: int) -> bool:
-        return key in self._entries
-
-    def touch(self, key: int) -> bool:
-        """Mark ``key`` used; return False (and do nothing) if it is not held."""
-        if key not in self._entries:
-            return False
-        self._entries.move_to_end(key)
-        return True
-
-    def put(self, key: int, value: Any) -> None:
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-
-class FunctionRegistry:
-    """Parent side: gives each distinct callable an id and pickles it once.
-
-    Entries hold the callable weakly where it allows (functions, most callables), so a
-    registry never keeps a task's callable, or the object a bound method holds, alive
-    after its jobs are done. Callables that refuse weak references (builtins) are held
-    strongly; they live forever anyway. Either way ``id()`` cannot be reused while the
-    entry lives, because a dead weak reference removes its entry.
-    """
-
-    def __init__(self, size: int = 4 * FUNCTION_TABLE_SIZE) -> None:
-        self._size = size
-        self._by_identity: OrderedDict[int, tuple[Callable[[], Any], int, bytes | None]] = (
-            OrderedDict()
-        )
-        self._next_id = 0
-
-    def register(
-        self, fn: Callable[..., Any], dump: Callable[[Any], bytes | None]
-    ) -> tuple[int, bytes | None]:
-        """Return the callable's id, and what ``dump`` made of it (made once)."""
-        key = id(fn)
-        entry = self._by_identity.get(key)
-        if entry is not None and entry[0]() is fn:
-            self._by_identity.move_to_end(key)
-            return entry[1], entry[2]
-        data = dump(fn)
-        self._next_id += 1
-        self._by_identity[key] = (self._reference(fn, key), self._next_id, data)
-        while len(self._by_identity) > self._size:
-            self._by_identity.popitem(last=False)
-        return self._next_id, data
-
-    def _reference(self, fn: Callable[..., Any], key: int) -> Callable[[], Any]:
-        entries = self._by_identity
-
-        def forget(_: object) -> None:
-            entries.pop(key, None)
-
-        try:
-            return weakref.ref(fn, forget)
-        except TypeError:
-            return lambda: fn

@@ -1,4 +1,4 @@
-"""The framed channel: frames of any size, back to back, with descriptors, arrive intact."""
+"""The framed socket: frames of any size, back to back, with descriptors, arrive intact."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from conveyor import _shm
-from conveyor._channel import ChannelClosed, ParentEnd, WorkerEnd, make_socket_pair
+from conveyor._transport import _shm
+from conveyor._transport._socket import ParentEnd, SocketClosed, WorkerEnd, make_socket_pair
 
 SIZES = [0, 1, 11, 4096, 65535, 65536, 100_000, 3_000_000, 7]
 
@@ -44,7 +44,7 @@ def test_descriptors_travel_with_their_own_frame():
     parent, worker = ParentEnd(parent_sock), WorkerEnd(child_sock)
     r1, w1 = os.pipe()
     parent.write(b"plain")
-    parent.write(b"with a descriptor", [w1])  # the channel owns (and closes) w1 now
+    parent.write(b"with a descriptor", [w1])  # the socket end owns (and closes) w1 now
     parent.write(b"plain again")
     frames = [worker.recv() for _ in range(3)]
     assert [(bytes(p), len(fds)) for p, fds in frames] == [
@@ -61,13 +61,13 @@ def test_descriptors_travel_with_their_own_frame():
     worker.sock.close()
 
 
-def test_the_worker_sees_the_parent_closing_as_channel_closed():
+def test_the_worker_sees_the_parent_closing_as_socket_closed():
     parent_sock, child_sock = make_socket_pair()
     parent, worker = ParentEnd(parent_sock), WorkerEnd(child_sock)
     parent.write(b"last words")
     parent.close()
     assert bytes(worker.recv()[0]) == b"last words"
-    with pytest.raises(ChannelClosed):
+    with pytest.raises(SocketClosed):
         worker.recv(spin_s=0.001)
     worker.sock.close()
 
@@ -108,7 +108,7 @@ def test_frames_of_every_size_reach_the_parent_in_order_and_intact_with_their_de
                 os.close(fd)
         for i, (r, w) in enumerate(pipes):
             os.close(r)
-            if i % 3:  # the others were sent, and the channel closed them
+            if i % 3:  # the others were sent, and the socket end closed them
                 os.close(w)
     parent.close()
     worker.sock.close()

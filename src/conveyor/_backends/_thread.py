@@ -4,6 +4,9 @@ Nothing is pickled. Each worker thread takes chunks from its own inbox and repor
 engine directly. A ``conveyor-timer`` thread starts only when a task has a timeout: a
 thread cannot be killed, so on expiry the engine fails the task, abandons the thread
 (it finishes in the background and its result is dropped) and starts a replacement.
+
+Worker threads are named ``conveyor-worker_<n>`` by default: the ``<prefix>_<n>`` form of
+``ThreadPoolExecutor``'s ``thread_name_prefix``, which the drop-in executor passes on.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any
 
-from ._engine import Engine, EngineState, Slot
-from ._execute import CallMode, install_state, run_chunk
-from ._scheduler import Chunk
+from .._deadline import Deadline
+from .._engine._contract import Capabilities, EngineEvents, WorkerSetup
+from .._engine._jobs import Chunk, Job
+from .._engine._states import Slot
+from .._run import CallMode, run_chunk
+from .._state import install_state
+from ..errors import WorkerInitError
 
 _STOP = None
 MAX_TIMER_SLEEP_S = 1.0
@@ -26,16 +32,17 @@ class ThreadWorker:
 
     def __init__(self, backend: ThreadBackend, slot: Slot) -> None:
         self.pid: int | None = None
+        self.host: str | None = None
         self.backend = backend
         self.slot = slot
         self.inbox: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
         self.abandoned = False
         self.thread = threading.Thread(
-            target=self._run, name=f"{backend.name_prefix}_{slot.index}", daemon=True
+            target=self._run, name=f"{backend.setup.thread_name_prefix}_{slot.index}", daemon=True
         )
         self.thread.start()
 
-    def send(self, chunk: Chunk, send_function: bool) -> int:
+    def send(self, chunk: Chunk) -> int:
         self.inbox.put(chunk)
         return 0
 
@@ -45,39 +52,36 @@ class ThreadWorker:
     def kill(self) -> None:
         self.inbox.put(_STOP)  # a thread cannot be killed; it stops after its current task
 
-    def discard(self) -> None:
-        self.inbox.put(_STOP)
-
     def abandon(self) -> None:
         """Let the thread finish its current task in the background; nobody waits for it."""
         self.abandoned = True
         self.inbox.put(_STOP)
 
     def _run(self) -> None:
-        engine = self.backend.engine
-        assert engine is not None
+        events = self.backend.events
         try:
-            if not self._initialize(engine):
+            if not self._initialize(events):
                 return
-            engine.on_ready(self.slot)
-            self._serve(engine)
+            events.on_ready(self.slot)
+            self._serve(events)
         finally:
-            engine.on_worker_exit(self.slot, 0)
+            events.on_worker_exit(self.slot, 0)
 
-    def _initialize(self, engine: Engine) -> bool:
-        install_state(self.backend.worker_state, per_thread=True)
-        if self.backend.initializer is None:
+    def _initialize(self, events: EngineEvents) -> bool:
+        setup = self.backend.setup
+        install_state(setup.worker_state, per_thread=True)
+        if setup.initializer is None:
             return True
         try:
-            self.backend.initializer(*self.backend.initargs)
+            setup.initializer(*setup.initargs)
         except Exception as exc:
-            engine.on_init_failed(self.slot, exc)
+            events.on_cannot_start(self.slot, WorkerInitError.initializer_raised(exc))
             return False
         return True
 
-    def _serve(self, engine: Engine) -> None:
+    def _serve(self, events: EngineEvents) -> None:
         done = 0
-        max_tasks = self.backend.max_tasks
+        max_tasks = self.backend.setup.max_tasks
         while max_tasks is None or done < max_tasks:
             chunk = self.inbox.get()
             if chunk is _STOP:
@@ -85,7 +89,7 @@ class ThreadWorker:
             values, errors, compute_s = run_chunk(
                 chunk.job.fn, CallMode(chunk.job.mode), chunk.items
             )
-            engine.on_chunk_done(self.slot, chunk.id, values, errors, compute_s, 0)
+            events.on_chunk_done(self.slot, chunk.id, values, errors, compute_s, 0)
             done += len(values)
             # Drop our references before blocking on the inbox again: the caller may be
             # waiting for its arguments and results to be freed.
@@ -96,62 +100,58 @@ class ThreadBackend:
     """Starts worker threads for one engine."""
 
     name = "thread"
-    pickles = False
-    can_kill = False
+    capabilities = Capabilities(can_kill=False, pickles=False)
 
-    def __init__(
-        self,
-        *,
-        initializer: Any = None,
-        initargs: tuple[Any, ...] = (),
-        worker_state: Any = None,
-        max_tasks: int | None = None,
-        name_prefix: str = "conveyor-worker",
-    ) -> None:
-        self.name_prefix = name_prefix
-        self.initializer = initializer
-        self.initargs = tuple(initargs)
-        self.worker_state = worker_state
-        self.max_tasks = max_tasks
-        self.engine: Engine | None = None
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+        self._events: EngineEvents | None = None
         self._wake = threading.Event()
+        self._stopped = threading.Event()
         self._timer: threading.Thread | None = None
         self._timer_lock = threading.Lock()
         self._workers: list[ThreadWorker] = []
 
-    def start(self, engine: Engine) -> None:
-        self.engine = engine
+    @property
+    def events(self) -> EngineEvents:
+        assert self._events is not None, "bind() comes first"
+        return self._events
 
-    def dump_function(self, fn: Any) -> None:
-        return None  # threads call the caller's own function object
+    def bind(self, events: EngineEvents) -> None:
+        self._events = events
+
+    def start(self) -> None:
+        pass  # worker threads report to the engine themselves: nothing to supervise
+
+    def prepare(self, job: Job) -> None:
+        pass  # threads call the caller's own function object
 
     def abort_start(self) -> None:
         for worker in self._workers:
-            worker.discard()
+            worker.kill()
 
     def spawn(self, slot: Slot) -> ThreadWorker:
         worker = ThreadWorker(self, slot)
         self._workers.append(worker)
         return worker
 
-    def wakeup(self) -> None:
-        self._wake.set()
-        self.ensure_timer()
-
-    def ensure_timer(self) -> None:
-        """Start the deadline thread (once), for tasks with a timeout."""
+    def deadline_changed(self) -> None:
+        """A task with a timeout was sent: start the deadline thread (once), wake it."""
         with self._timer_lock:
-            if self._timer is None:
+            if self._timer is None and not self._stopped.is_set():
                 self._timer = threading.Thread(
                     target=self._run_timer, name="conveyor-timer", daemon=True
                 )
                 self._timer.start()
+        self._wake.set()
+
+    def stop_supervision(self) -> None:
+        self._stopped.set()
+        self._wake.set()
 
     def _run_timer(self) -> None:
-        engine = self.engine
-        assert engine is not None
-        while engine.state in (EngineState.RUNNING, EngineState.CLOSING):
-            deadline = engine.tick(time.monotonic())
+        events = self.events
+        while not self._stopped.is_set():
+            deadline = events.tick(time.monotonic())
             sleep = MAX_TIMER_SLEEP_S
             if deadline is not None:
                 sleep = min(sleep, max(0.0, deadline - time.monotonic()))
@@ -159,19 +159,21 @@ class ThreadBackend:
             self._wake.clear()
 
     def shutdown(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         current = threading.current_thread()
-        for worker in list(self._workers):
-            if worker.thread is current or worker.abandoned:
-                continue
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            worker.thread.join(remaining)
+        waited = [w.thread for w in self._workers if w.thread is not current and not w.abandoned]
+        with self._timer_lock:
+            if self._timer is not None and self._timer is not current:
+                waited.append(self._timer)
+        self._stopped.set()
         self._wake.set()
-        return all(
-            not w.thread.is_alive()
-            for w in self._workers
-            if w.thread is not current and not w.abandoned
-        )
+        for thread in waited:
+            thread.join(deadline.remaining())
+        return not any(thread.is_alive() for thread in waited)
 
 
-__all__ = ["ThreadBackend"]
+def create(setup: WorkerSetup) -> ThreadBackend:
+    return ThreadBackend(setup)
+
+
+__all__ = ["ThreadBackend", "create"]

@@ -18,7 +18,7 @@ import struct
 import time
 from collections import deque
 
-from ._shm import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
+from ._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
 
 _HEADER = struct.Struct("<QI")  # payload length, number of file descriptors carried
 HEADER_BYTES = _HEADER.size
@@ -31,8 +31,8 @@ LARGE_FRAME_BYTES = 1 << 20
 Frame = tuple[bytes | bytearray, list[int]]  # payload, and the descriptors that came with it
 
 
-class ChannelClosed(EOFError):
-    """The other end of the channel is gone."""
+class SocketClosed(EOFError):
+    """The other end of the socket is gone (the process on it exited or closed it)."""
 
 
 def make_socket_pair() -> tuple[socket.socket, socket.socket]:
@@ -69,7 +69,7 @@ class _Descriptors:
 
 
 class ParentEnd:
-    """Parent side of a worker's channel: non-blocking, with an outgoing buffer.
+    """Parent side of a worker's socket: non-blocking, with an outgoing buffer.
 
     ``write`` may be called from any thread under the caller's lock; ``flush`` and
     ``read_frames`` are called by the supervisor thread.
@@ -99,14 +99,14 @@ class ParentEnd:
         return bool(self._out)
 
     def write(self, payload: bytes, fds: list[int] | None = None) -> bool:
-        """Queue a frame (the channel now owns ``fds``); send what the socket takes now.
+        """Queue a frame (the socket end now owns ``fds``); send what the socket takes now.
 
         Returns True if all of it went out.
         """
         fds = fds or []
         if self.closed:
             close_fds(fds)
-            raise ChannelClosed("channel closed")
+            raise SocketClosed("socket closed")
         header = _HEADER.pack(len(payload), len(fds))
         if not self._out and len(payload) < _SMALL_BYTES:
             # The common small-message case: one system call, no copy kept.
@@ -132,7 +132,7 @@ class ParentEnd:
                 return False
             except OSError as exc:
                 self.closed = True
-                raise ChannelClosed(str(exc)) from exc
+                raise SocketClosed(str(exc)) from exc
             if sent == len(head):
                 out.popleft()
             else:
@@ -141,7 +141,7 @@ class ParentEnd:
         return True
 
     def read_frames(self) -> list[Frame]:
-        """Read what is available; return the complete frames. Raises ChannelClosed on EOF.
+        """Read what is available; return the complete frames. Raises SocketClosed on EOF.
 
         A large frame is read straight into a buffer of its own size, which becomes the
         frame: a result of gigabytes is in the parent's memory once, not three times
@@ -158,14 +158,14 @@ class ParentEnd:
                 break
             except OSError as exc:
                 self.closed = True
-                raise ChannelClosed(str(exc)) from exc
+                raise SocketClosed(str(exc)) from exc
             self._received.add(ancdata)
             if not n:
                 self.closed = True
                 frames += self._split(buf)
                 if frames:
                     return frames
-                raise ChannelClosed("worker closed its channel")
+                raise SocketClosed("worker closed its socket")
             buf += scratch[:n]
             if n < READ_BYTES:
                 break
@@ -188,7 +188,7 @@ class ParentEnd:
                 return False  # would block: the supervisor comes back when more arrives
             if not n:
                 self.closed = True
-                raise ChannelClosed("worker closed its channel in the middle of a frame")
+                raise SocketClosed("worker closed its socket in the middle of a frame")
         frames.append((self._large, self._received.take(self._large_fds)))
         self._large = None
         return True
@@ -203,7 +203,7 @@ class ParentEnd:
             return None
         except OSError as exc:
             self.closed = True
-            raise ChannelClosed(str(exc)) from exc
+            raise SocketClosed(str(exc)) from exc
         self._received.add(ancdata)
         self._large_have += n
         return n
@@ -246,7 +246,7 @@ class ParentEnd:
 
 
 class WorkerEnd:
-    """Worker side of the channel: blocking reads and writes of whole frames."""
+    """Worker side of the socket: blocking reads and writes of whole frames."""
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
@@ -279,7 +279,7 @@ class WorkerEnd:
         n, ancdata, _, _ = self.sock.recvmsg_into([self._scratch], ANCILLARY_BYTES, flags)
         self._received.add(ancdata)
         if n == 0:
-            raise ChannelClosed("parent closed the channel")
+            raise SocketClosed("parent closed the socket")
         self._in += self._scratch[:n]
 
     def _pop_frame(self) -> Frame | None:
@@ -308,7 +308,7 @@ class WorkerEnd:
             n, ancdata, _, _ = self.sock.recvmsg_into([view], ANCILLARY_BYTES)
             self._received.add(ancdata)
             if n == 0:
-                raise ChannelClosed("parent closed the channel")
+                raise SocketClosed("parent closed the socket")
             view = view[n:]
 
     def send(self, payload: bytes, fds: list[int] | None = None, prefix: bytes = b"") -> None:

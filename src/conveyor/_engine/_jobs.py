@@ -1,10 +1,8 @@
-"""Jobs, chunks and chunk sizing: what to send next, and how much of it.
+"""Jobs and chunks: the records of what was submitted and of what is on its way.
 
 A *job* is one call of ``submit``/``apply_async`` (one item) or ``map``/``imap`` (many
 items) with one function and one set of options. The engine cuts jobs into *chunks*, the
-unit sent to a worker. Chunk size adapts to how long items take (measured in the worker),
-so tiny tasks travel in big batches and slow ones one at a time, with no tuning; see
-``docs/architecture.md#chunking``.
+unit sent to a worker (sized by ``_chunking.py``). A *sink* is where a job's outcomes go.
 
 Nothing here blocks or owns a thread; the engine calls it under its lock.
 """
@@ -12,25 +10,13 @@ Nothing here blocks or owns a thread; the engine calls it under its lock.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._execute import CallMode
-
-# A chunk should keep a worker busy this long: long enough that the ~100 us of overhead
-# per chunk is ~1%, short enough that progress, cancellation and load balance stay smooth.
-TARGET_CHUNK_S = 0.01
-# Chunks bigger than this (pickled) are split: they would stall the channel for the others.
-MAX_CHUNK_BYTES = 4 << 20
-# Lazy input is never read further ahead than this many items per chunk.
-MAX_LAZY_CHUNK = 4096
-# Below this estimated chunk time a worker is given a second chunk to hold while it runs
-# the first, hiding the round trip; above it, prefetch would only hurt load balance.
-PREFETCH_BELOW_S = 0.05
-_EWMA_WEIGHT = 0.5
+from .._run import CallMode
+from ._chunking import ChunkSizer
 
 
 @dataclass(frozen=True)
@@ -59,7 +45,12 @@ class TaskOptions:
 
 
 class Sink(Protocol):
-    """Where a job's outcomes go. Called outside the engine lock, from any thread."""
+    """Where a job's outcomes go. Called outside the engine lock, from any thread.
+
+    All but ``claim``: that one alone runs under the engine lock, just before a chunk is
+    sent, which is safe because it runs no user code and takes only the future's own
+    condition lock (``Future.set_running_or_notify_cancel``).
+    """
 
     def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None: ...
 
@@ -76,48 +67,16 @@ class Sink(Protocol):
         """Called just before items are sent; False withdraws them (a cancelled future)."""
 
 
-class ChunkSizer:
-    """Chooses chunk sizes from measured per-item time (EWMA), bytes per item and what is left.
+class Admission(Protocol):
+    """Says how many of a job's tasks may be sent now: a limit, or room downstream.
 
-    Until the first measurement arrives, chunks hold one item: a first guess that is too
-    large costs load balance for the whole run, one that is too small costs one round trip.
+    ``take`` runs under the engine lock, so it must be quick and never block or call
+    back into the engine: it grants up to ``wanted`` tasks (0 for "not now") and counts
+    what it granted as sent. When it would grant again, its owner calls
+    ``Engine.wake_dispatch()``.
     """
 
-    def __init__(self, fixed: int | None, workers: int) -> None:
-        self.fixed = fixed
-        self.workers = workers
-        self.item_s: float | None = None
-        self.item_bytes: float | None = None
-
-    def observe(self, items: int, compute_s: float, nbytes: int) -> None:
-        if items <= 0:
-            return
-        per_item = compute_s / items
-        self.item_s = (
-            per_item
-            if self.item_s is None
-            else (_EWMA_WEIGHT * per_item + (1 - _EWMA_WEIGHT) * self.item_s)
-        )
-        self.item_bytes = nbytes / items
-
-    def size(self, remaining: int | None) -> int:
-        if self.fixed is not None:
-            return self.fixed
-        if self.item_s is None:
-            return 1
-        size = TARGET_CHUNK_S / max(self.item_s, 1e-9)
-        if self.item_bytes:
-            size = min(size, MAX_CHUNK_BYTES / self.item_bytes)
-        if remaining is None:
-            size = min(size, MAX_LAZY_CHUNK)
-        else:
-            # Guided self-scheduling: chunks shrink as the end nears, so no worker is left
-            # with a long tail while the others idle.
-            size = min(size, math.ceil(remaining / (2 * self.workers)))
-        return max(1, int(size))
-
-    def chunk_seconds(self, size: int) -> float:
-        return (self.item_s or 0.0) * size
+    def take(self, job: Job, wanted: int) -> int: ...
 
 
 class Chunk:
@@ -168,6 +127,7 @@ class Job:
         options: TaskOptions,
         sizer: ChunkSizer,
         items: Sequence[Any] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         if not callable(fn):
             # Here, at submit, where the caller can see which call it was; in a worker
@@ -181,8 +141,8 @@ class Job:
         self.sink = sink
         self.options = options
         self.sizer = sizer
-        self.func_id = 0  # set by the engine
-        self.func_bytes: bytes | None = None  # the pickled function, for process workers
+        self.admission = admission
+        self.shipped: Any = None  # what the backend made of ``fn`` (its pickle, its id)
         self.cancelled = False
         self._sequence = items
         self._next_index = 0
@@ -190,12 +150,17 @@ class Job:
         self._retry: deque[tuple[Sequence[int], list[Any], int]] = deque()
         self.input_done = items is not None
         self.total = len(items) if items is not None else None
-        self.finished = 0  # items with an outcome (result or error)
+        self.admitted = self.total or 0  # items known so far (a lazy input grows)
+        # Outcomes, settled only by the ledger: each admitted item ends in exactly one.
+        self.done = 0
+        self.failed = 0
+        self.cancelled_items = 0
 
     # --- input -----------------------------------------------------------------------
 
     def push(self, batch: list[Any]) -> None:
         self._batches.append(batch)
+        self.admitted += len(batch)
 
     def end_input(self, total: int) -> None:
         self.input_done = True
@@ -259,5 +224,13 @@ class Job:
         self._retry.clear()
 
     @property
+    def finished(self) -> int:
+        """Items with an outcome: done, failed or cancelled."""
+        return self.done + self.failed + self.cancelled_items
+
+    @property
     def complete(self) -> bool:
         return self.input_done and self.total is not None and self.finished >= self.total
+
+
+__all__ = ["Admission", "CallMode", "Chunk", "Job", "Sink", "TaskOptions"]

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._scheduler import Sink
+from .._engine._jobs import Sink
 
 ProgressArg = bool | str | Callable[[int, int | None], Any] | None
 

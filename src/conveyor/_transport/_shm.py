@@ -18,24 +18,20 @@ Results are not reused: the caller owns the arrays they become, for as long as i
 
 from __future__ import annotations
 
-import array
 import mmap
 import os
 import pickle
-import socket
 import sys
 import threading
-from typing import Any
+
+from ._fds import MAX_FDS_PER_FRAME, PASSING_AVAILABLE, close_fds
 
 # Below this, a buffer rides in the pickle: a memfd costs a few system calls.
 OOB_MIN_BYTES = 1 << 20
-# Descriptors one frame may carry (the kernel's own limit is 253); the worker's reply
-# says which of them it let go of in a 64-bit mask.
-MAX_FDS_PER_FRAME = 64
+AVAILABLE = PASSING_AVAILABLE and hasattr(os, "memfd_create")
 # Free argument segments the parent keeps for reuse, per pool, in bytes. Beyond this a
 # finished segment is closed; the cap bounds what an idle pool holds on to.
 MAX_CACHED_BYTES = 128 << 20
-AVAILABLE = hasattr(os, "memfd_create") and hasattr(socket, "CMSG_SPACE")
 
 
 class Segment:
@@ -210,30 +206,3 @@ def map_fds(fds: list[int]) -> list[mmap.mmap]:
     finally:
         close_fds(fds)
     return mappings
-
-
-def close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-def fds_from_ancillary(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
-    """The descriptors in a ``recvmsg`` result's ancillary data."""
-    fds: list[int] = []
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
-            fds.extend(arr)
-    return fds
-
-
-def rights(fds: list[int]) -> list[tuple[int, int, Any]]:
-    """Ancillary data that sends ``fds`` with a ``sendmsg``."""
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-
-
-ANCILLARY_BYTES = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * 4) if AVAILABLE else 0

@@ -1,7 +1,8 @@
-"""Running a chunk of calls inside a worker (a process or a thread), and worker state.
+"""Running a chunk of calls inside a worker (a process or a thread).
 
 This module holds no policy: it runs what it is given and reports what happened. It is
-shared by the process worker loop (``_worker.py``) and the thread backend.
+shared by the process worker loop (``_backends/_process/_child.py``) and the thread
+backend, and its file name is how remote tracebacks skip its frames (``_serialize``).
 """
 
 from __future__ import annotations
@@ -77,42 +78,3 @@ def as_task_error(exc: BaseException) -> BaseException:
         error.__traceback__ = exc.__traceback__
         return error
     return exc
-
-
-# --- per-worker state --------------------------------------------------------------------
-
-_local = threading.local()
-_process_state: dict[str, Any] = {}
-_UNSET = object()
-
-
-def install_state(factory: Callable[[], Any] | None, *, per_thread: bool) -> None:
-    """Record the worker-state factory; the state is built on first use."""
-    holder = _local.__dict__ if per_thread else _process_state
-    holder["factory"] = factory
-    holder["state"] = _UNSET
-
-
-def worker_state() -> Any:
-    """The state object of the worker running the current task.
-
-    Built once per worker by the pool's ``worker_state`` factory, on first use, and handed
-    to every task that asks for it on that worker: a database connection, a loaded model,
-    a cache.
-
-    Example::
-
-        def lookup(key):
-            db = conveyor.worker_state()        # one connection per worker
-            return db.get(key)
-
-        with conveyor.WorkerPool(4, worker_state=connect) as pool:
-            pool.map(lookup, keys)
-    """
-    holder = _local.__dict__ if "factory" in _local.__dict__ else _process_state
-    if "factory" not in holder:
-        raise RuntimeError("conveyor.worker_state() is only available inside a pool's task")
-    if holder["state"] is _UNSET:
-        factory = holder["factory"]
-        holder["state"] = factory() if factory is not None else None
-    return holder["state"]

@@ -1,0 +1,69 @@
+"""Chunk sizing: how many of a job's tasks travel to a worker together.
+
+Chunk size adapts to how long tasks take (measured in the worker), so tiny tasks travel
+in big batches and slow ones one at a time, with no tuning; see
+``docs/architecture.md#chunking``.
+"""
+
+from __future__ import annotations
+
+import math
+
+# A chunk should keep a worker busy this long: long enough that the ~100 us of overhead
+# per chunk is ~1%, short enough that progress, cancellation and load balance stay smooth.
+TARGET_CHUNK_S = 0.01
+# Chunks bigger than this (pickled) are split: they would stall the worker's socket for the others.
+MAX_CHUNK_BYTES = 4 << 20
+# Lazy input is never read further ahead than this many items per chunk.
+MAX_LAZY_CHUNK = 4096
+# Below this estimated chunk time a worker is given a second chunk to hold while it runs
+# the first, hiding the round trip; above it, prefetch would only hurt load balance.
+PREFETCH_BELOW_S = 0.05
+_EWMA_WEIGHT = 0.5
+
+
+class ChunkSizer:
+    """Chooses chunk sizes from measured per-item time (EWMA), bytes per item and what is left.
+
+    Until the first measurement arrives, chunks hold one item: a first guess that is too
+    large costs load balance for the whole run, one that is too small costs one round trip.
+    """
+
+    def __init__(self, fixed: int | None, workers: int) -> None:
+        self.fixed = fixed
+        self.workers = workers
+        self.item_s: float | None = None
+        self.item_bytes: float | None = None
+
+    def observe(self, items: int, compute_s: float, nbytes: int) -> None:
+        if items <= 0:
+            return
+        per_item = compute_s / items
+        self.item_s = (
+            per_item
+            if self.item_s is None
+            else (_EWMA_WEIGHT * per_item + (1 - _EWMA_WEIGHT) * self.item_s)
+        )
+        self.item_bytes = nbytes / items
+
+    def size(self, remaining: int | None) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.item_s is None:
+            return 1
+        size = TARGET_CHUNK_S / max(self.item_s, 1e-9)
+        if self.item_bytes:
+            size = min(size, MAX_CHUNK_BYTES / self.item_bytes)
+        if remaining is None:
+            size = min(size, MAX_LAZY_CHUNK)
+        else:
+            # Guided self-scheduling: chunks shrink as the end nears, so no worker is left
+            # with a long tail while the others idle.
+            size = min(size, math.ceil(remaining / (2 * self.workers)))
+        return max(1, int(size))
+
+    def chunk_seconds(self, size: int) -> float:
+        return (self.item_s or 0.0) * size
+
+
+__all__ = ["MAX_CHUNK_BYTES", "PREFETCH_BELOW_S", "TARGET_CHUNK_S", "ChunkSizer"]

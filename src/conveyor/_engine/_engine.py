@@ -1,0 +1,437 @@
+"""The engine: which chunk runs on which worker, and what happens when it ends.
+
+The engine is backend-agnostic: it knows workers only as slots with a handle
+(``_contract.py``), and knows nothing of processes, threads or pickling. It decides and
+keeps the books; its parts are one module each:
+
+- ``_states.py``: the engine's and each slot's state, and why a worker ended;
+- ``_dispatch.py``: which job next, which worker, what chunk size, admission;
+- ``_recovery.py``: what a worker's end costs the tasks it held;
+- ``_timeouts.py``: which running tasks are overdue;
+- ``_ledger.py``: every outcome settled in one place, the books checked;
+- ``_outbox.py``: deliveries run after the lock is released.
+
+Data flow for a process pool (see docs/architecture.md for the full picture)::
+
+    caller thread ── submit/map ──> Engine.dispatch ── frame ──> socket ──> worker process
+                                         ^                                      |
+                                         |                                      v
+                         Engine.on_chunk_done <── conveyor-supervisor <── socket (result)
+
+The caller thread writes the first chunks itself (no hand-off on the way in); the
+backend's supervision reads results, reaps dead workers, enforces deadlines and sends
+more. Every state change happens under ``Engine._lock``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .._deadline import Deadline
+from .._stats import PoolStats, WorkerStats
+from ..errors import ConveyorError, PoolClosedError, TaskCancelledError
+from ._contract import Backend
+from ._dispatch import Dispatcher
+from ._jobs import Job
+from ._ledger import Ledger
+from ._outbox import Outbox, Thunks
+from ._recovery import Recovery
+from ._states import EngineState, KillReason, Slot, SlotState, classify_exit
+from ._timeouts import overdue
+
+# With no timeout, waits still wake this often: a missed notification is never a hang.
+WAIT_SLICE_S = 0.5
+
+
+class Engine:
+    """Schedules jobs onto a fixed number of supervised workers."""
+
+    def __init__(self, backend: Backend, size: int, *, max_tasks_per_worker: int | None) -> None:
+        if size < 1:
+            raise ValueError("Number of processes must be at least 1")
+        self.backend = backend
+        self.size = size
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._state = EngineState.RUNNING
+        self._slots: list[Slot] = []
+        self._outbox = Outbox()
+        self._ledger = Ledger()
+        self._dispatcher = Dispatcher(self._slots, self._ledger, backend, self._outbox)
+        self._recovery = Recovery(self._ledger, self._dispatcher)
+        self._created = time.monotonic()
+        self._created_wall = time.time()
+        self._fatal: BaseException | None = None
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers, then the backend's supervision; undo everything on failure."""
+        self.backend.bind(self)
+        with self._lock:
+            try:
+                for index in range(self.size):
+                    self._slots.append(self._spawn(Slot(index, self.max_tasks_per_worker)))
+            except BaseException:
+                self._state = EngineState.TERMINATED
+                self.backend.abort_start()
+                raise
+        self.backend.start()
+
+    def _spawn(self, slot: Slot) -> Slot:
+        slot.handle = self.backend.spawn(slot)
+        self._ledger.counters.workers_started += 1
+        return slot
+
+    @property
+    def state(self) -> EngineState:
+        return self._state
+
+    def close(self) -> None:
+        """No new work; workers exit once everything submitted is done."""
+        with self._delivering():
+            if self._state is EngineState.RUNNING:
+                self._state = EngineState.CLOSING
+                self._stop_if_idle()
+
+    def terminate(self) -> None:
+        """Stop now: kill the workers, fail everything unfinished."""
+        with self._delivering() as out:
+            if self._state is EngineState.TERMINATED:
+                return
+            self._state = EngineState.TERMINATED
+            error = TaskCancelledError("the pool was terminated before the task finished")
+            self._abort_all(error, out, cancelled=True)
+            self._changed.notify_all()
+        self.backend.stop_supervision()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every worker has exited; True if they all did in time."""
+        deadline = Deadline(timeout)
+        with self._lock:
+            while any(s.state is not SlotState.DEAD for s in self._slots):
+                if deadline.expired:
+                    return False
+                self._changed.wait(deadline.remaining(cap=WAIT_SLICE_S))
+        return self.backend.shutdown(deadline.remaining())
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted job is complete."""
+        deadline = Deadline(timeout)
+        with self._lock:
+            while self._ledger.active:
+                if deadline.expired:
+                    return False
+                self._changed.wait(deadline.remaining(cap=WAIT_SLICE_S))
+        return True
+
+    # --- submitting --------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Accept a job; its items (if already known) start going out at once."""
+        with self._delivering() as out:
+            self._check_accepting()
+            try:
+                self.backend.prepare(job)
+            except Exception as exc:  # e.g. the function cannot be pickled: its job fails
+                out.append((job.sink.abort, (exc,)))
+                return
+            self._ledger.open(job)
+            self._dispatcher.add(job)
+            if job.complete:  # an empty map
+                self._finish_job(job, out)
+            self._dispatcher.dispatch(out)
+
+    def push(self, job: Job, batch: list[Any]) -> None:
+        """Add lazily read items to a job (from its feeder thread)."""
+        with self._delivering() as out:
+            if job.cancelled or job.id not in self._ledger.active:
+                # Read while the job was being cancelled: these items are settled as
+                # withdrawn, or the job would wait for them forever once its input ends.
+                self._ledger.admitted_withdrawn(job, len(batch))
+                self._finish_if_complete(job, out)
+                return
+            job.push(batch)
+            self._ledger.admit(job, len(batch))
+            self._dispatcher.dispatch(out)
+
+    def end_input(self, job: Job, total: int, error: BaseException | None = None) -> None:
+        with self._delivering() as out:
+            job.end_input(total)
+            if error is not None:
+                out.append((job.sink.input_failed, (total, error)))
+            self._finish_if_complete(job, out)
+
+    def cancel(self, job: Job, *, running: bool = False) -> int:
+        """Withdraw a job's items not yet sent; return how many were withdrawn.
+
+        With ``running``, also stop the workers running its tasks, if the backend can
+        (they are replaced); those tasks are cancelled (``TaskCancelledError``).
+        """
+        with self._delivering() as out:
+            job.cancelled = True
+            dropped = job.withdraw()
+            self._ledger.withdrawn(job, dropped)
+            if running and self.backend.capabilities.can_kill:
+                for slot in self._slots:
+                    if slot.inflight and slot.inflight[0].job is job and slot.kill_reason is None:
+                        slot.kill(KillReason.CANCEL)
+            if job.id in self._ledger.active and (job.complete or not self._job_inflight(job)):
+                self._finish_job(job, out)
+            return dropped
+
+    def wake_dispatch(self) -> None:
+        """Try again to send: an admission that refused (``Job.admission``) now has room."""
+        with self._delivering() as out:
+            if self._state.accepting:
+                self._dispatcher.dispatch(out)
+
+    def _check_accepting(self) -> None:
+        if self._state is EngineState.BROKEN and self._fatal is not None:
+            raise self._fatal
+        if self._state is not EngineState.RUNNING:
+            raise PoolClosedError("Pool not running")
+
+    # --- up-calls from the backend (EngineEvents) --------------------------------------
+
+    def on_ready(self, slot: Slot) -> None:
+        with self._lock:
+            self._recovery.worker_ready()
+            if slot.state is SlotState.STARTING:
+                slot.state = SlotState.READY
+
+    def on_retiring(self, slot: Slot) -> None:
+        """The worker will exit after this message (its memory limit): give it no more."""
+        with self._lock:
+            slot.state = SlotState.RETIRING
+            slot.retired_itself = True
+
+    def on_chunk_done(
+        self,
+        slot: Slot,
+        chunk_id: int,
+        values: list[Any],
+        errors: dict[int, BaseException],
+        compute_s: float,
+        nbytes: int,
+    ) -> None:
+        with self._delivering() as out:
+            if not slot.inflight or slot.inflight[0].id != chunk_id:
+                return  # a thread worker finishing a task that already timed out
+            chunk = slot.inflight.popleft()
+            if slot.inflight:
+                slot.inflight[0].started_at = time.monotonic()
+            slot.tasks_done += len(chunk)
+            slot.chunks_done += 1
+            slot.busy_s += compute_s
+            self._ledger.counters.bytes_received += nbytes
+            job = chunk.job
+            job.sizer.observe(len(chunk), compute_s, chunk.nbytes)
+            if errors:
+                self._settle_with_errors(job, chunk.indices, values, errors, out)
+            else:
+                self._ledger.done(job, chunk.indices, values, out)
+            self._finish_if_complete(job, out)
+            if slot.budget == 0 and not slot.inflight:
+                slot.state = SlotState.RETIRING
+            self._dispatcher.dispatch(out)
+            self._stop_if_idle()
+
+    def _settle_with_errors(
+        self,
+        job: Job,
+        indices: Any,
+        values: list[Any],
+        errors: dict[int, BaseException],
+        out: Thunks,
+    ) -> None:
+        if -1 in errors:  # the whole chunk failed (its arguments or results unpicklable)
+            errors = dict.fromkeys(range(len(indices)), errors[-1])
+        for pos, exc in errors.items():
+            self._ledger.failed(job, indices[pos], exc, out)
+        good = [pos for pos in range(len(indices)) if pos not in errors]
+        if good:
+            self._ledger.done(job, [indices[p] for p in good], [values[p] for p in good], out)
+
+    def on_cannot_start(self, slot: Slot, error: BaseException) -> None:
+        """Workers cannot start (a failing initializer): the pool cannot run anything."""
+        with self._delivering() as out:
+            self._break(error, out)
+
+    def on_internal_error(self, exc: BaseException) -> None:
+        """The backend's supervision failed (a bug): fail everything loudly, stop."""
+        error = ConveyorError(
+            f"conveyor's supervisor thread failed ({type(exc).__name__}: {exc}); the pool "
+            "has stopped. Please report this with the traceback printed above."
+        )
+        error.__cause__ = exc
+        with self._delivering() as out:
+            self._break(error, out)
+
+    def on_worker_exit(self, slot: Slot, exitcode: int | None) -> None:
+        """A worker is gone: settle what it held, and replace it if work remains."""
+        with self._delivering() as out:
+            cause = classify_exit(slot, exitcode)
+            held = slot.clear()
+            fatal = self._recovery.settle_exit(slot, cause, held, exitcode, self._state, out)
+            if fatal is not None:
+                self._break(fatal, out)
+            # A slot replaced earlier (a thread abandoned after a timeout) is not replaced twice.
+            if any(s is slot for s in self._slots) and self._should_replace():
+                self._replace(slot)
+                self._dispatcher.dispatch(out)
+            self._stop_if_idle()
+            self._changed.notify_all()
+
+    def tick(self, now: float) -> float | None:
+        """Enforce per-task timeouts; return the next deadline (monotonic), if any."""
+        with self._delivering() as out:
+            late, next_deadline = overdue(self._slots, now)
+            for slot in late:
+                if self.backend.capabilities.can_kill:
+                    slot.kill(KillReason.TIMEOUT)
+                else:
+                    self._recovery.abandon_overdue(slot, out)
+                    self._replace(slot)
+                    self._dispatcher.dispatch(out)
+        return next_deadline
+
+    def defer_deliveries(self) -> None:
+        self._outbox.defer()
+
+    def run_deferred(self) -> None:
+        self._outbox.run_deferred()
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _replace(self, slot: Slot) -> None:
+        position = next(i for i, s in enumerate(self._slots) if s is slot)
+        self._slots[position] = self._spawn(Slot(slot.index, self.max_tasks_per_worker))
+
+    def _should_replace(self) -> bool:
+        if self._state is EngineState.RUNNING:
+            return True
+        return self._state is EngineState.CLOSING and bool(self._ledger.active)
+
+    def _break(self, error: BaseException, out: Thunks) -> None:
+        if self._state is EngineState.BROKEN:
+            return
+        self._state = EngineState.BROKEN
+        self._fatal = error
+        self._abort_all(error, out, cancelled=False)
+        self._changed.notify_all()
+        self.backend.stop_supervision()
+
+    def _abort_all(self, error: BaseException, out: Thunks, *, cancelled: bool) -> None:
+        self._ledger.abort_all(error, out, cancelled=cancelled)
+        self._dispatcher.clear()
+        for slot in self._slots:
+            slot.inflight.clear()
+            slot.kill(KillReason.TERMINATE)
+
+    def _finish_if_complete(self, job: Job, out: Thunks) -> None:
+        if self._ledger.finish_if_complete(job, out):
+            self._after_finish()
+
+    def _finish_job(self, job: Job, out: Thunks) -> None:
+        self._ledger.finish(job, out)
+        self._after_finish()
+
+    def _after_finish(self) -> None:
+        self._changed.notify_all()
+        # The last job of a closing pool may end anywhere (a result, a cancel, the end of
+        # a lazy input): whichever it is, the workers must then be told to stop.
+        self._stop_if_idle()
+
+    def _job_inflight(self, job: Job) -> bool:
+        return any(c.job is job for s in self._slots for c in s.inflight)
+
+    def _stop_if_idle(self) -> None:
+        if self._state is not EngineState.CLOSING or self._ledger.active:
+            return
+        self._state = EngineState.STOPPING
+        for slot in self._slots:
+            if slot.state is not SlotState.DEAD and slot.handle is not None:
+                slot.state = SlotState.RETIRING
+                slot.handle.stop()
+        self._changed.notify_all()
+        self.backend.stop_supervision()
+
+    @contextmanager
+    def _delivering(self) -> Iterator[Thunks]:
+        """Hold the lock for the body; then run the deliveries it queued, lock released."""
+        out: Thunks = []
+        try:
+            with self._lock:
+                yield out
+        finally:
+            self._outbox.deliver(out)
+
+    # --- statistics --------------------------------------------------------------------
+
+    def statistics(self) -> PoolStats:
+        now = time.monotonic()
+        with self._lock:
+            c = self._ledger.counters
+            workers = tuple(
+                WorkerStats(
+                    slot=s.index,
+                    pid=s.pid,
+                    alive=s.state is not SlotState.DEAD,
+                    tasks_done=s.tasks_done,
+                    chunks_done=s.chunks_done,
+                    busy_s=s.busy_s,
+                    started_at=s.started_wall,
+                    uptime_s=now - s.started_at,
+                )
+                for s in self._slots
+            )
+            return PoolStats(
+                backend=self.backend.name,
+                size=self.size,
+                tasks_submitted=c.tasks_submitted,
+                tasks_done=c.tasks_done,
+                tasks_failed=c.tasks_failed,
+                tasks_retried=c.tasks_retried,
+                tasks_cancelled=c.tasks_cancelled,
+                worker_crashes=c.worker_crashes,
+                task_timeouts=c.task_timeouts,
+                workers_started=c.workers_started,
+                workers_recycled=c.workers_recycled,
+                chunks_sent=c.chunks_sent,
+                bytes_sent=c.bytes_sent,
+                bytes_received=c.bytes_received,
+                last_chunk_size=c.last_chunk_size,
+                uptime_s=now - self._created,
+                workers=workers,
+                results_discarded=c.results_discarded,
+                started_at=self._created_wall,
+            )
+
+    def check_books(self) -> None:
+        """Raise ``AssertionError`` if the ledger does not balance (for tests)."""
+        with self._lock:
+            self._ledger.check_balanced()
+
+    def count_discarded(self, results: int) -> None:
+        """Results of finished tasks that nobody took (their iterator was dropped)."""
+        with self._lock:
+            self._ledger.counters.results_discarded += results
+
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            return [
+                s.handle.pid
+                for s in self._slots
+                if s.handle is not None
+                and s.handle.pid is not None
+                and s.state is not SlotState.DEAD
+            ]
+
+
+__all__ = ["Engine"]

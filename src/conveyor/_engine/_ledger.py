@@ -1,0 +1,140 @@
+"""The ledger: every task's outcome is settled here, and the books always balance.
+
+Each task admitted into a job ends in exactly one outcome: **done** (its result was
+delivered), **failed** (its exception was delivered) or **cancelled** (withdrawn before
+it ran, or stopped while running; a caller who waits on it gets ``TaskCancelledError``).
+Only the methods below change a job's outcome counts or the pool's counters, and each
+checks the invariant it can: a job never settles more tasks than it admitted, and a job
+that completes has settled every one. A break of the invariant is a bug in conveyor; it
+raises ``AssertionError`` (not an ``assert``, which ``python -O`` would drop), which the
+supervisor turns into a loud failure of the pool rather than a caller left waiting.
+
+The ledger queues deliveries to sinks in the caller's outbox (``_outbox.py``); they run
+after the engine lock is released. Everything here runs under that lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._stats import Counters
+from ._jobs import Job
+from ._outbox import Thunks
+
+
+class Ledger:
+    """The active jobs, their outcomes and the pool's counters."""
+
+    def __init__(self) -> None:
+        self.active: dict[int, Job] = {}  # jobs not yet complete, by id
+        self.counters = Counters()
+
+    # --- admission ---------------------------------------------------------------------
+
+    def open(self, job: Job) -> None:
+        self.active[job.id] = job
+        self.counters.tasks_submitted += job.admitted
+
+    def admit(self, job: Job, count: int) -> None:
+        """``count`` more items were read from a lazy input (already pushed to ``job``)."""
+        self.counters.tasks_submitted += count
+
+    # --- outcomes ----------------------------------------------------------------------
+
+    def done(self, job: Job, indices: Sequence[int], values: list[Any], out: Thunks) -> None:
+        job.done += len(indices)
+        self.counters.tasks_done += len(indices)
+        self._check_not_over(job)
+        out.append((job.sink.deliver, (indices, values)))
+
+    def failed(self, job: Job, index: int, exc: BaseException, out: Thunks) -> None:
+        job.failed += 1
+        self.counters.tasks_failed += 1
+        self._check_not_over(job)
+        out.append((job.sink.fail, (index, exc)))
+
+    def cancelled(self, job: Job, index: int, exc: BaseException, out: Thunks) -> None:
+        """A task stopped (or never run) after it was sent: its caller gets ``exc``."""
+        job.cancelled_items += 1
+        self.counters.tasks_cancelled += 1
+        self._check_not_over(job)
+        out.append((job.sink.fail, (index, exc)))
+
+    def withdrawn(self, job: Job, count: int) -> None:
+        """``count`` tasks were dropped before they were sent (the job was cancelled)."""
+        job.cancelled_items += count
+        self.counters.tasks_cancelled += count
+        self._check_not_over(job)
+
+    def admitted_withdrawn(self, job: Job, count: int) -> None:
+        """Items read for a job already cancelled: admitted and withdrawn at once."""
+        job.admitted += count
+        self.counters.tasks_submitted += count
+        self.withdrawn(job, count)
+
+    # --- completion --------------------------------------------------------------------
+
+    def finish_if_complete(self, job: Job, out: Thunks) -> bool:
+        """Close the job's sink if every task has its outcome; True if it just closed."""
+        if job.complete and job.id in self.active:
+            self.finish(job, out)
+            return True
+        return False
+
+    def finish(self, job: Job, out: Thunks) -> None:
+        """The job is over (complete, or cancelled with nothing left in flight)."""
+        if job.complete and job.finished != job.admitted:
+            raise AssertionError(
+                f"conveyor's ledger does not balance for job {job.id}: {job.admitted} tasks "
+                f"admitted, {job.done} done, {job.failed} failed, {job.cancelled_items} "
+                "cancelled"
+            )
+        del self.active[job.id]
+        job.release()  # its items may be large; nothing will send them again
+        out.append((job.sink.close, (job.total or 0,)))
+
+    def abort_all(self, exc: BaseException, out: Thunks, *, cancelled: bool) -> None:
+        """Settle every task without an outcome with ``exc`` (the pool stopped or broke).
+
+        The sinks learn it in one call each (``Sink.abort``); the tasks count as
+        cancelled (the pool was terminated) or failed (it broke).
+        """
+        for job in list(self.active.values()):
+            job.cancelled = True
+            job.withdraw()
+            rest = job.admitted - job.finished
+            if cancelled:
+                job.cancelled_items += rest
+                self.counters.tasks_cancelled += rest
+            else:
+                job.failed += rest
+                self.counters.tasks_failed += rest
+            out.append((job.sink.abort, (exc,)))
+        self.active.clear()
+
+    def unsettled(self) -> int:
+        """Tasks admitted but without an outcome yet (queued, or in flight)."""
+        return sum(job.admitted - job.finished for job in self.active.values())
+
+    def check_balanced(self) -> None:
+        """Every task admitted so far has one outcome or is still on its way."""
+        c = self.counters
+        settled = c.tasks_done + c.tasks_failed + c.tasks_cancelled
+        if settled + self.unsettled() != c.tasks_submitted:
+            raise AssertionError(
+                f"conveyor's ledger does not balance: {c.tasks_submitted} tasks submitted, "
+                f"{c.tasks_done} done, {c.tasks_failed} failed, {c.tasks_cancelled} "
+                f"cancelled, {self.unsettled()} unsettled"
+            )
+
+    @staticmethod
+    def _check_not_over(job: Job) -> None:
+        if job.finished > job.admitted:
+            raise AssertionError(
+                f"conveyor's ledger settled {job.finished} outcomes for job {job.id}, which "
+                f"admitted only {job.admitted} tasks"
+            )
+
+
+__all__ = ["Ledger"]

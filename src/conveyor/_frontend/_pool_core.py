@@ -1,0 +1,235 @@
+"""What every public pool shares: building the engine, turning calls into jobs, shutdown.
+
+The drop-in ``Pool``/``ThreadPool``, the executors and the modern ``WorkerPool`` are thin
+faces over ``PoolCore``; they differ only in their signatures, result types and error
+messages.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from multiprocessing.context import BaseContext
+from typing import Any, Literal
+
+from .. import _backends
+from .._cpus import available_cpus
+from .._engine._engine import Engine
+from .._engine._jobs import CallMode, ChunkSizer, Job, Sink, TaskOptions
+from .._stats import PoolStats
+from . import _lifetime
+from ._feeder import Feeder
+from ._iterate import ResultBuffer, ResultIterator
+from ._policy import CompatPolicy
+from ._progress import ProgressArg, with_progress
+
+BackendName = Literal["process", "thread"]
+
+
+class PoolCore:
+    """The engine plus the bookkeeping the public faces share."""
+
+    def __init__(
+        self,
+        backend: BackendName,
+        workers: int | None,
+        *,
+        context: BaseContext | str | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Sequence[Any] = (),
+        max_tasks_per_worker: int | None = None,
+        worker_state: Callable[[], Any] | None = None,
+        options: TaskOptions | None = None,
+        finish_at_exit: bool = False,
+        max_worker_memory: int | None = None,
+        thread_name_prefix: str = "conveyor-worker",
+        policy: CompatPolicy,
+    ) -> None:
+        if workers is None:
+            workers = available_cpus()
+        if max_worker_memory is not None and (
+            not isinstance(max_worker_memory, int) or max_worker_memory <= 0
+        ):
+            raise ValueError(
+                f"max_worker_memory must be a positive number of bytes, not {max_worker_memory!r}"
+            )
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        setup = policy.worker_setup(
+            initializer=initializer,
+            initargs=tuple(initargs),
+            worker_state=worker_state,
+            max_tasks=max_tasks_per_worker,
+            max_memory=max_worker_memory,
+            context=context,
+            thread_name_prefix=thread_name_prefix,
+        )
+        self.policy = policy
+        self.engine = Engine(
+            _backends.create(backend, setup), workers, max_tasks_per_worker=max_tasks_per_worker
+        )
+        self.options = options or TaskOptions()
+        self._feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
+        self._accepting = True
+        self.engine.start()
+        _lifetime.track(self.engine, finish_at_exit=finish_at_exit)
+
+    @property
+    def size(self) -> int:
+        return self.engine.size
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def sizer(self, chunksize: int | None) -> ChunkSizer:
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+        return ChunkSizer(chunksize, self.engine.size)
+
+    def submit_call(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        sink: Sink,
+        options: TaskOptions | None = None,
+    ) -> Job:
+        job = Job(
+            fn, CallMode.CALL, sink, options or self.options, self.sizer(1), [(tuple(args), kwargs)]
+        )
+        self.engine.submit(job)
+        return job
+
+    def submit_items(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        sink: Sink,
+        *,
+        star: bool = False,
+        chunksize: int | None = None,
+        options: TaskOptions | None = None,
+    ) -> Job:
+        """One job over ``items``: ``fn(item)``, or ``fn(*item)`` with ``star``."""
+        job = Job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize), items)
+        self.engine.submit(job)
+        return job
+
+    def iterate(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        *,
+        star: bool = False,
+        ordered: bool = True,
+        chunksize: int | None = None,
+        options: TaskOptions | None = None,
+        timeout_error: type[BaseException] = TimeoutError,
+        progress: ProgressArg = False,
+        progress_total: int | None = None,
+        cancel_on_drop: bool = True,
+        chunk_granular_input_errors: bool = False,
+    ) -> ResultIterator[Any]:
+        """Run ``fn`` over a (possibly endless) iterable, reading it lazily.
+
+        ``cancel_on_drop``: dropping the iterator withdraws what has not started.
+        ``chunk_granular_input_errors``: with a fixed ``chunksize``, an exception from the
+        input replaces the whole chunk it interrupted (``multiprocessing``'s behaviour).
+        """
+        iterator = iter(iterable)
+        buffer = ResultBuffer(ordered)
+        sink, stop_progress = with_progress(buffer, progress, progress_total)
+        job = Job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize))
+        self.engine.submit(job)
+        align = chunksize if chunk_granular_input_errors else None
+        feeder = Feeder(self.engine, job, iterator, align=align)
+        buffer.on_take = feeder.release
+        try:
+            feeder.start()
+        except BaseException:
+            # No thread will read the input (e.g. at interpreter shutdown): withdraw the
+            # job, or the pool would wait for its input forever.
+            self.engine.cancel(job)
+            raise
+        self._feeders.add(feeder)
+        return ResultIterator(
+            self.engine, job, buffer, feeder, timeout_error, cancel_on_drop, stop_progress
+        )
+
+    def iterate_sequence(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        *,
+        star: bool = False,
+        chunksize: int | None = None,
+        timeout_error: type[BaseException] = TimeoutError,
+        cancel_on_drop: bool = True,
+    ) -> ResultIterator[Any]:
+        """Results of ``fn`` over a sequence already in memory, in order, as they arrive.
+
+        The fast path of ``iterate``: chunks are cut straight from the sequence, with no
+        feeder thread and no read-ahead window (the input costs no more memory to read).
+        """
+        buffer = ResultBuffer(ordered=True)
+        job = Job(fn, _mode(star), buffer, self.options, self.sizer(chunksize), items)
+        self.engine.submit(job)
+        return ResultIterator(self.engine, job, buffer, None, timeout_error, cancel_on_drop)
+
+    # --- accepting and cancelling -----------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def check_accepting(self) -> None:
+        """Raise the face's closed-pool error once ``close`` or ``terminate`` was called."""
+        if not self._accepting:
+            raise self.policy.closed_error()
+
+    @property
+    def can_cancel_running(self) -> bool:
+        """A running task can be stopped (its worker is stopped and replaced)."""
+        return self.engine.backend.capabilities.can_kill
+
+    def cancel(self, job: Job, *, running: bool = False) -> int:
+        """Withdraw the job's tasks not yet started (and, with ``running``, stop the rest)."""
+        return self.engine.cancel(job, running=running)
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._accepting = False
+        self.engine.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        # join() means "wait for everything submitted": lazy inputs are read to the end
+        # even if nobody consumes their results (the stdlib's semantics).
+        for feeder in list(self._feeders):
+            feeder.unbound()
+        finished = self.engine.join(timeout)
+        if finished:
+            _lifetime.forget(self.engine)
+        return finished
+
+    def terminate(self) -> None:
+        self._accepting = False
+        for feeder in list(self._feeders):
+            feeder.stop()
+        self.engine.terminate()
+        self.engine.join(timeout=10)
+        _lifetime.forget(self.engine)
+
+    def statistics(self) -> PoolStats:
+        return self.engine.statistics()
+
+
+def _mode(star: bool) -> CallMode:
+    return CallMode.STAR if star else CallMode.SINGLE
+
+
+def terminate_engine(engine: Engine) -> None:
+    """A pool's finalizer: stop its workers (holds the engine only, not the pool)."""
+    engine.terminate()
+
+
+__all__ = ["BackendName", "PoolCore", "terminate_engine"]
