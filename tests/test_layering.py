@@ -171,7 +171,7 @@ def test_the_engine_knows_no_transport_backend_pickler_or_process():
         for imported in _stdlib_imports(path):
             top = imported.split(".")[0]
             typing_only = imported == "multiprocessing.context"  # BaseContext, in a signature
-            if top in forbidden or top == "multiprocessing" and not typing_only:
+            if top in forbidden or (top == "multiprocessing" and not typing_only):
                 violations.append(f"{module} imports {imported}")
     assert violations == []
 
