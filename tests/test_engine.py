@@ -17,6 +17,7 @@ import pytest
 from conveyor._engine._chunking import ChunkSizer
 from conveyor._engine._contract import Capabilities
 from conveyor._engine._engine import Engine
+from conveyor._engine._events import EventKind, TaskEvent, WorkerEvent
 from conveyor._engine._jobs import CallMode, Chunk, Job, TaskOptions
 from conveyor._engine._recovery import MAX_STARTUP_FAILURES
 from conveyor._engine._states import ExitCause, Slot, SlotState
@@ -126,8 +127,32 @@ def square(x: int) -> int:
     return x * x
 
 
-def start_engine(backend: FakeBackend, size: int = 2) -> Engine:
+TERMINAL = (EventKind.FINISHED, EventKind.FAILED, EventKind.CANCELLED)
+
+
+class EventLog:
+    """A subscriber: keeps every event, and checks what the stream promises."""
+
+    def __init__(self) -> None:
+        self.events: list[TaskEvent | WorkerEvent] = []
+
+    def __call__(self, event: TaskEvent | WorkerEvent) -> None:
+        self.events.append(event)
+
+    def of(self, kind: EventKind) -> list[TaskEvent]:
+        return [e for e in self.events if isinstance(e, TaskEvent) and e.kind is kind]
+
+    def assert_every_task_ended_once(self, job: Job) -> None:
+        queued = [t for e in self.of(EventKind.QUEUED) if e.job == job.id for t in e.tasks]
+        ended = [t for k in TERMINAL for e in self.of(k) if e.job == job.id for t in e.tasks]
+        assert sorted(queued) == list(range(job.admitted))
+        assert sorted(ended) == list(range(job.admitted)), "a task without one final event"
+
+
+def start_engine(backend: FakeBackend, size: int = 2, log: EventLog | None = None) -> Engine:
     engine = Engine(backend, size, max_tasks_per_worker=None)
+    if log is not None:
+        engine.subscribe(log)
     engine.start()
     for worker in backend.workers:
         engine.on_ready(worker.slot)
@@ -245,7 +270,8 @@ CAUSES = [
 @pytest.mark.parametrize("cause", CAUSES, ids=[c.value for c in CAUSES])
 def test_every_exit_cause_settles_every_task_exactly_once(cause, chunk, retries, cancelled):
     backend = FakeBackend()
-    engine = start_engine(backend)
+    log = EventLog()
+    engine = start_engine(backend, log=log)
     job, sink = submit(engine, 12, chunk, retries=retries, timeout=60.0)
     first = running_chunk(the_worker_running(backend, job))
     assert first is not None
@@ -257,6 +283,11 @@ def test_every_exit_cause_settles_every_task_exactly_once(cause, chunk, retries,
     run_to_end(engine, backend)
 
     assert_every_task_settled_once(engine, job, sink)
+    log.assert_every_task_ended_once(job)
+    exited = [
+        e for e in log.events if isinstance(e, WorkerEvent) and e.kind.value.endswith("exited")
+    ]
+    assert cause in {e.cause for e in exited}
     stats = engine.statistics()
     outcome = {i: sink.outcomes.get(i, ("aborted", sink.aborted)) for i in first_tasks}
     if cause is ExitCause.TERMINATED:

@@ -1,6 +1,9 @@
 """conveyor: parallel work done right."""
 
 from ._cpus import available_cpus
+from ._engine._events import EventKind, TaskEvent, WorkerEvent
+from ._engine._states import ExitCause
+from ._frontend._subscription import Subscription
 from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (
@@ -22,19 +25,24 @@ from .workers import WorkerPool, imap, map, shared_pool, submit
 __all__ = [
     "AsyncResult",
     "ConveyorError",
+    "EventKind",
+    "ExitCause",
     "Pool",
     "PoolClosedError",
     "PoolStats",
     "ProcessPoolExecutor",
     "RemoteTraceback",
     "SerializationError",
+    "Subscription",
     "TaskCancelledError",
+    "TaskEvent",
     "TaskExitError",
     "TaskTimeoutError",
     "ThreadPool",
     "ThreadPoolExecutor",
     "UnpicklableExceptionError",
     "WorkerCrashedError",
+    "WorkerEvent",
     "WorkerInitError",
     "WorkerPool",
     "WorkerStats",

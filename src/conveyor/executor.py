@@ -30,11 +30,13 @@ from typing import Any, TypeVar
 
 from ._compat import on_interpreter_exit
 from ._cpus import available_cpus
+from ._engine._events import Event
 from ._engine._jobs import Job, TaskOptions
 from ._frontend._iterate import ResultIterator
 from ._frontend._policy import FUTURES
 from ._frontend._pool_core import BackendName, PoolCore
 from ._frontend._results import FutureSink
+from ._frontend._subscription import Subscription
 from ._stats import PoolStats
 
 T = TypeVar("T")
@@ -200,6 +202,19 @@ class _PoolExecutor(futures.Executor):
         return self._core.statistics()
 
     stats = statistics  # the earlier name, kept as an alias
+
+    def subscribe(self, subscriber: Callable[[Event], object]) -> Subscription:
+        """Call ``subscriber(event)`` for each task and worker event; see :class:`TaskEvent`.
+
+        It runs on the thread that settled the task (often conveyor's supervisor), outside
+        every lock: keep it quick. What it raises is logged, never fatal.
+
+        Example::
+
+            with pool.subscribe(print):
+                pool.map(work, items)
+        """
+        return self._core.subscribe(subscriber)
 
 
 def _timed(results: Any, end: float) -> Iterator[Any]:

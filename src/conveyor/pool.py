@@ -28,11 +28,13 @@ from multiprocessing import pool as mp_pool
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
+from ._engine._events import Event
 from ._engine._jobs import TaskOptions
 from ._frontend._iterate import ResultIterator
 from ._frontend._policy import MULTIPROCESSING
 from ._frontend._pool_core import BackendName, PoolCore, terminate_engine
 from ._frontend._results import ApplyResult, AsyncResult, MapResult
+from ._frontend._subscription import Subscription
 from ._stats import PoolStats, WorkerStats
 
 T = TypeVar("T")
@@ -243,6 +245,19 @@ class Pool(mp_pool.Pool):
         return self._core.statistics()
 
     stats = statistics  # the earlier name, kept as an alias
+
+    def subscribe(self, subscriber: Callable[[Event], object]) -> Subscription:
+        """Call ``subscriber(event)`` for each task and worker event; see :class:`TaskEvent`.
+
+        It runs on the thread that settled the task (often conveyor's supervisor), outside
+        every lock: keep it quick. What it raises is logged, never fatal.
+
+        Example::
+
+            with pool.subscribe(print):
+                pool.map(work, items)
+        """
+        return self._core.subscribe(subscriber)
 
     @property
     def _pool(self) -> list[WorkerStats]:

@@ -20,6 +20,7 @@ from collections import deque
 from ..errors import TaskCancelledError, describe_call
 from ._chunking import PREFETCH_BELOW_S
 from ._contract import Backend, EncodeError
+from ._events import EventKind
 from ._jobs import Chunk, Job
 from ._ledger import Ledger
 from ._outbox import Outbox, Thunks
@@ -105,7 +106,7 @@ class Dispatcher:
     def _send(self, slot: Slot, job: Job, size: int, out: Thunks) -> None:
         chunk = job.next_chunk(next(self._chunk_ids), size)
         if not job.sink.claim():
-            self._ledger.withdrawn(job, len(chunk))  # e.g. a future cancelled as it waited
+            self._ledger.withdrawn(job, chunk.indices, out)  # a future cancelled as it waited
             self._ledger.finish_if_complete(job, out)
             return
         assert slot.handle is not None
@@ -121,9 +122,9 @@ class Dispatcher:
                     raise  # the caller's own submit or map: the interrupt is theirs
                 return
         if chunk.items:
-            self._record_sent(slot, chunk)
+            self._record_sent(slot, chunk, out)
 
-    def _record_sent(self, slot: Slot, chunk: Chunk) -> None:
+    def _record_sent(self, slot: Slot, chunk: Chunk, out: Thunks) -> None:
         job = chunk.job
         now = time.monotonic()
         chunk.sent_at = now
@@ -133,6 +134,10 @@ class Dispatcher:
             chunk.expected_s = 2 * job.sizer.chunk_seconds(len(chunk))
         if not slot.inflight:
             chunk.started_at = now
+            if self._ledger.events.active:
+                self._ledger.events.tasks(
+                    out, EventKind.STARTED, job, chunk.indices, chunk=chunk, slot=slot
+                )
         slot.inflight.append(chunk)
         if slot.budget is not None:
             slot.budget -= len(chunk)
@@ -152,7 +157,7 @@ class Dispatcher:
                 "raised while its arguments were being pickled"
             )
             error.__cause__ = exc
-            self._ledger.cancelled(job, index, error, out)
+            self._ledger.cancelled(job, index, error, out, chunk=chunk)
         chunk.items, chunk.indices = [], []
         self._ledger.finish_if_complete(job, out)
 
@@ -165,7 +170,7 @@ class Dispatcher:
             failures = {pos: failures[-1] for pos in range(len(chunk.items))}
         keep = [pos for pos in range(len(chunk.items)) if pos not in failures]
         for pos, exc in failures.items():
-            self._ledger.failed(job, chunk.indices[pos], exc, out)
+            self._ledger.failed(job, chunk.indices[pos], exc, out, chunk=chunk)
         chunk.indices = [chunk.indices[pos] for pos in keep]
         chunk.items = [chunk.items[pos] for pos in keep]
         self._ledger.finish_if_complete(job, out)

@@ -25,26 +25,39 @@ more. Every state change happens under ``Engine._lock``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .._callbacks import call_reporting_errors
 from .._deadline import Deadline
 from .._stats import PoolStats, WorkerStats
-from ..errors import ConveyorError, PoolClosedError, TaskCancelledError
+from ..errors import (
+    ConveyorError,
+    PoolClosedError,
+    TaskCancelledError,
+    describe_callable,
+    describe_exit,
+)
 from ._contract import Backend
 from ._dispatch import Dispatcher
-from ._jobs import Job
+from ._events import EventKind, EventStream, Subscriber
+from ._jobs import Chunk, Job
 from ._ledger import Ledger
 from ._outbox import Outbox, Thunks
 from ._recovery import Recovery
-from ._states import EngineState, KillReason, Slot, SlotState, classify_exit
+from ._states import EngineState, ExitCause, KillReason, Slot, SlotState, classify_exit
 from ._timeouts import overdue
 
 # With no timeout, waits still wake this often: a missed notification is never a hang.
 WAIT_SLICE_S = 0.5
+# Causes of a worker's end that are news (INFO): the rest are the pool's own doing.
+_DEATHS = (ExitCause.CRASHED, ExitCause.FAILED_TO_START, ExitCause.TIMED_OUT)
+
+logger = logging.getLogger("conveyor.engine")
 
 
 class Engine:
@@ -61,7 +74,8 @@ class Engine:
         self._state = EngineState.RUNNING
         self._slots: list[Slot] = []
         self._outbox = Outbox()
-        self._ledger = Ledger()
+        self.events = EventStream()
+        self._ledger = Ledger(self.events)
         self._dispatcher = Dispatcher(self._slots, self._ledger, backend, self._outbox)
         self._recovery = Recovery(self._ledger, self._dispatcher)
         self._created = time.monotonic()
@@ -73,20 +87,38 @@ class Engine:
     def start(self) -> None:
         """Start the workers, then the backend's supervision; undo everything on failure."""
         self.backend.bind(self)
-        with self._lock:
+        with self._delivering() as out:
             try:
                 for index in range(self.size):
-                    self._slots.append(self._spawn(Slot(index, self.max_tasks_per_worker)))
+                    self._slots.append(self._spawn(Slot(index, self.max_tasks_per_worker), out))
             except BaseException:
                 self._state = EngineState.TERMINATED
                 self.backend.abort_start()
                 raise
         self.backend.start()
 
-    def _spawn(self, slot: Slot) -> Slot:
+    def _spawn(self, slot: Slot, out: Thunks) -> Slot:
         slot.handle = self.backend.spawn(slot)
         self._ledger.counters.workers_started += 1
+        if self.events.active:
+            self.events.worker(out, EventKind.WORKER_STARTED, slot)
         return slot
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call ``subscriber(event)`` for every task and worker event from now on.
+
+        It first learns the workers alive now: one ``WORKER_STARTED`` each, dated when
+        the worker started.
+        """
+        with self._lock:
+            self.events.subscribe(subscriber)
+            alive = [s for s in self._slots if s.state is not SlotState.DEAD]
+            replay = [self.events.worker_started(s) for s in alive]
+        for event in replay:
+            call_reporting_errors(subscriber, event)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.events.unsubscribe(subscriber)
 
     @property
     def state(self) -> EngineState:
@@ -94,17 +126,17 @@ class Engine:
 
     def close(self) -> None:
         """No new work; workers exit once everything submitted is done."""
-        with self._delivering():
+        with self._delivering() as out:
             if self._state is EngineState.RUNNING:
-                self._state = EngineState.CLOSING
-                self._stop_if_idle()
+                self._set_state(EngineState.CLOSING, out)
+                self._stop_if_idle(out)
 
     def terminate(self) -> None:
         """Stop now: kill the workers, fail everything unfinished."""
         with self._delivering() as out:
             if self._state is EngineState.TERMINATED:
                 return
-            self._state = EngineState.TERMINATED
+            self._set_state(EngineState.TERMINATED, out)
             error = TaskCancelledError("the pool was terminated before the task finished")
             self._abort_all(error, out, cancelled=True)
             self._changed.notify_all()
@@ -141,7 +173,10 @@ class Engine:
             except Exception as exc:  # e.g. the function cannot be pickled: its job fails
                 out.append((job.sink.abort, (exc,)))
                 return
-            self._ledger.open(job)
+            self._ledger.open(job, out)
+            if logger.isEnabledFor(logging.DEBUG):
+                tasks = "a lazy input" if job.total is None else f"{job.total} tasks"
+                _log(out, logging.DEBUG, "job %d (%s) submitted: %s", job.id, _name(job), tasks)
             self._dispatcher.add(job)
             if job.complete:  # an empty map
                 self._finish_job(job, out)
@@ -153,11 +188,11 @@ class Engine:
             if job.cancelled or job.id not in self._ledger.active:
                 # Read while the job was being cancelled: these items are settled as
                 # withdrawn, or the job would wait for them forever once its input ends.
-                self._ledger.admitted_withdrawn(job, len(batch))
+                self._ledger.admitted_withdrawn(job, len(batch), out)
                 self._finish_if_complete(job, out)
                 return
             job.push(batch)
-            self._ledger.admit(job, len(batch))
+            self._ledger.admit(job, len(batch), out)
             self._dispatcher.dispatch(out)
 
     def end_input(self, job: Job, total: int, error: BaseException | None = None) -> None:
@@ -176,14 +211,14 @@ class Engine:
         with self._delivering() as out:
             job.cancelled = True
             dropped = job.withdraw()
-            self._ledger.withdrawn(job, dropped)
+            self._ledger.withdrawn(job, dropped, out)
             if running and self.backend.capabilities.can_kill:
                 for slot in self._slots:
                     if slot.inflight and slot.inflight[0].job is job and slot.kill_reason is None:
                         slot.kill(KillReason.CANCEL)
             if job.id in self._ledger.active and (job.complete or not self._job_inflight(job)):
                 self._finish_job(job, out)
-            return dropped
+            return len(dropped)
 
     def wake_dispatch(self) -> None:
         """Try again to send: an admission that refused (``Job.admission``) now has room."""
@@ -200,16 +235,18 @@ class Engine:
     # --- up-calls from the backend (EngineEvents) --------------------------------------
 
     def on_ready(self, slot: Slot) -> None:
-        with self._lock:
+        with self._delivering() as out:
             self._recovery.worker_ready()
             if slot.state is SlotState.STARTING:
                 slot.state = SlotState.READY
+                _log(out, logging.DEBUG, "worker %d (pid %s) ready", slot.index, slot.pid)
 
     def on_retiring(self, slot: Slot) -> None:
         """The worker will exit after this message (its memory limit): give it no more."""
-        with self._lock:
+        with self._delivering() as out:
             slot.state = SlotState.RETIRING
             slot.retired_itself = True
+            _log(out, logging.DEBUG, "worker %d (pid %s) retiring", slot.index, slot.pid)
 
     def on_chunk_done(
         self,
@@ -224,8 +261,9 @@ class Engine:
             if not slot.inflight or slot.inflight[0].id != chunk_id:
                 return  # a thread worker finishing a task that already timed out
             chunk = slot.inflight.popleft()
+            chunk.compute_s = compute_s
             if slot.inflight:
-                slot.inflight[0].started_at = time.monotonic()
+                self._started(slot, slot.inflight[0], out)
             slot.tasks_done += len(chunk)
             slot.chunks_done += 1
             slot.busy_s += compute_s
@@ -233,30 +271,39 @@ class Engine:
             job = chunk.job
             job.sizer.observe(len(chunk), compute_s, chunk.nbytes)
             if errors:
-                self._settle_with_errors(job, chunk.indices, values, errors, out)
+                self._settle_with_errors(slot, chunk, values, errors, out)
             else:
-                self._ledger.done(job, chunk.indices, values, out)
+                self._ledger.done(job, chunk.indices, values, out, chunk=chunk, slot=slot)
             self._finish_if_complete(job, out)
             if slot.budget == 0 and not slot.inflight:
                 slot.state = SlotState.RETIRING
             self._dispatcher.dispatch(out)
-            self._stop_if_idle()
+            self._stop_if_idle(out)
+
+    def _started(self, slot: Slot, chunk: Chunk, out: Thunks) -> None:
+        """The worker moves on to the next chunk it holds."""
+        chunk.started_at = time.monotonic()
+        if self.events.active:
+            job, tasks = chunk.job, chunk.indices
+            self.events.tasks(out, EventKind.STARTED, job, tasks, chunk=chunk, slot=slot)
 
     def _settle_with_errors(
         self,
-        job: Job,
-        indices: Any,
+        slot: Slot,
+        chunk: Chunk,
         values: list[Any],
         errors: dict[int, BaseException],
         out: Thunks,
     ) -> None:
+        job, indices = chunk.job, chunk.indices
         if -1 in errors:  # the whole chunk failed (its arguments or results unpicklable)
             errors = dict.fromkeys(range(len(indices)), errors[-1])
         for pos, exc in errors.items():
-            self._ledger.failed(job, indices[pos], exc, out)
+            self._ledger.failed(job, indices[pos], exc, out, chunk=chunk, slot=slot)
         good = [pos for pos in range(len(indices)) if pos not in errors]
         if good:
-            self._ledger.done(job, [indices[p] for p in good], [values[p] for p in good], out)
+            values = [values[p] for p in good]
+            self._ledger.done(job, [indices[p] for p in good], values, out, chunk=chunk, slot=slot)
 
     def on_cannot_start(self, slot: Slot, error: BaseException) -> None:
         """Workers cannot start (a failing initializer): the pool cannot run anything."""
@@ -278,15 +325,37 @@ class Engine:
         with self._delivering() as out:
             cause = classify_exit(slot, exitcode)
             held = slot.clear()
+            self._log_exit(slot, cause, exitcode, held, out)
             fatal = self._recovery.settle_exit(slot, cause, held, exitcode, self._state, out)
             if fatal is not None:
                 self._break(fatal, out)
             # A slot replaced earlier (a thread abandoned after a timeout) is not replaced twice.
             if any(s is slot for s in self._slots) and self._should_replace():
-                self._replace(slot)
+                new = self._replace(slot, out)
+                if cause in _DEATHS:
+                    _log(out, logging.INFO, "worker %d replaced by pid %s", new.index, new.pid)
                 self._dispatcher.dispatch(out)
-            self._stop_if_idle()
+            self._stop_if_idle(out)
             self._changed.notify_all()
+
+    def _log_exit(
+        self, slot: Slot, cause: ExitCause, exitcode: int | None, held: list[Chunk], out: Thunks
+    ) -> None:
+        if self.events.active:
+            self.events.worker(out, EventKind.WORKER_EXITED, slot, cause=cause, exitcode=exitcode)
+        level = logging.INFO if cause in _DEATHS else logging.DEBUG
+        if logger.isEnabledFor(level):
+            tasks = sum(len(chunk) for chunk in held)
+            _log(
+                out,
+                level,
+                "worker %d (pid %s) %s with %s, holding %d tasks",
+                slot.index,
+                slot.pid,
+                cause.value,
+                describe_exit(exitcode),
+                tasks,
+            )
 
     def tick(self, now: float) -> float | None:
         """Enforce per-task timeouts; return the next deadline (monotonic), if any."""
@@ -297,7 +366,7 @@ class Engine:
                     slot.kill(KillReason.TIMEOUT)
                 else:
                     self._recovery.abandon_overdue(slot, out)
-                    self._replace(slot)
+                    self._replace(slot, out)
                     self._dispatcher.dispatch(out)
         return next_deadline
 
@@ -309,9 +378,11 @@ class Engine:
 
     # --- internals ---------------------------------------------------------------------
 
-    def _replace(self, slot: Slot) -> None:
+    def _replace(self, slot: Slot, out: Thunks) -> Slot:
         position = next(i for i, s in enumerate(self._slots) if s is slot)
-        self._slots[position] = self._spawn(Slot(slot.index, self.max_tasks_per_worker))
+        new = self._spawn(Slot(slot.index, self.max_tasks_per_worker), out)
+        self._slots[position] = new
+        return new
 
     def _should_replace(self) -> bool:
         if self._state is EngineState.RUNNING:
@@ -321,14 +392,19 @@ class Engine:
     def _break(self, error: BaseException, out: Thunks) -> None:
         if self._state is EngineState.BROKEN:
             return
-        self._state = EngineState.BROKEN
+        self._set_state(EngineState.BROKEN, out)
+        _log(out, logging.INFO, "the pool stopped: %s", error)
         self._fatal = error
         self._abort_all(error, out, cancelled=False)
         self._changed.notify_all()
         self.backend.stop_supervision()
 
     def _abort_all(self, error: BaseException, out: Thunks, *, cancelled: bool) -> None:
-        self._ledger.abort_all(error, out, cancelled=cancelled)
+        in_flight: dict[int, list[Chunk]] = {}
+        for slot in self._slots:
+            for chunk in slot.inflight:
+                in_flight.setdefault(chunk.job.id, []).append(chunk)
+        self._ledger.abort_all(error, out, in_flight, cancelled=cancelled)
         self._dispatcher.clear()
         for slot in self._slots:
             slot.inflight.clear()
@@ -336,25 +412,40 @@ class Engine:
 
     def _finish_if_complete(self, job: Job, out: Thunks) -> None:
         if self._ledger.finish_if_complete(job, out):
-            self._after_finish()
+            self._after_finish(job, out)
 
     def _finish_job(self, job: Job, out: Thunks) -> None:
         self._ledger.finish(job, out)
-        self._after_finish()
+        self._after_finish(job, out)
 
-    def _after_finish(self) -> None:
+    def _after_finish(self, job: Job, out: Thunks) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            _log(
+                out,
+                logging.DEBUG,
+                "job %d (%s) complete: %d done, %d failed, %d cancelled",
+                job.id,
+                _name(job),
+                job.done,
+                job.failed,
+                job.cancelled_items,
+            )
         self._changed.notify_all()
         # The last job of a closing pool may end anywhere (a result, a cancel, the end of
         # a lazy input): whichever it is, the workers must then be told to stop.
-        self._stop_if_idle()
+        self._stop_if_idle(out)
 
     def _job_inflight(self, job: Job) -> bool:
         return any(c.job is job for s in self._slots for c in s.inflight)
 
-    def _stop_if_idle(self) -> None:
+    def _set_state(self, state: EngineState, out: Thunks) -> None:
+        _log(out, logging.DEBUG, "pool %s -> %s", self._state.value, state.value)
+        self._state = state
+
+    def _stop_if_idle(self, out: Thunks) -> None:
         if self._state is not EngineState.CLOSING or self._ledger.active:
             return
-        self._state = EngineState.STOPPING
+        self._set_state(EngineState.STOPPING, out)
         for slot in self._slots:
             if slot.state is not SlotState.DEAD and slot.handle is not None:
                 slot.state = SlotState.RETIRING
@@ -432,6 +523,16 @@ class Engine:
                 and s.handle.pid is not None
                 and s.state is not SlotState.DEAD
             ]
+
+
+def _name(job: Job) -> str:
+    return describe_callable(job.fn)
+
+
+def _log(out: Thunks, level: int, message: str, *args: Any) -> None:
+    """Log once the lock is released (a handler may write to a slow file)."""
+    if logger.isEnabledFor(level):
+        out.append((logger.log, (level, message, *args)))
 
 
 __all__ = ["Engine"]

@@ -84,6 +84,7 @@ class Chunk:
 
     __slots__ = (
         "attempt",
+        "compute_s",
         "expected_s",
         "id",
         "indices",
@@ -104,6 +105,7 @@ class Chunk:
         self.sent_at = 0.0
         self.started_at: float | None = None
         self.expected_s = 0.0  # expected run time beyond one task's (timeout slack)
+        self.compute_s: float | None = None  # the worker's time for it, once it ran
 
     def __len__(self) -> int:
         return len(self.items)
@@ -208,14 +210,19 @@ class Job:
         """Send these items again (after their worker died), ahead of new ones."""
         self._retry.append((indices, items, attempt))
 
-    def withdraw(self) -> int:
-        """Drop every item not yet sent; return how many were dropped."""
-        dropped = sum(len(items) for _, items, _ in self._retry) + self._queued()
+    def withdraw(self) -> Sequence[int]:
+        """Drop every item not yet sent; return their indices."""
+        retried = [i for indices, _, _ in self._retry for i in indices]
+        start = self._next_index
+        if self._sequence is not None:
+            end = len(self._sequence)
+        else:
+            end = start + sum(len(b) for b in self._batches)
         self._retry.clear()
         self._batches.clear()
-        if self._sequence is not None:
-            self._next_index = len(self._sequence)
-        return dropped
+        self._next_index = end
+        tail = range(start, end)
+        return [*retried, *tail] if retried else tail
 
     def release(self) -> None:
         """Drop the references to the job's input (it is complete or abandoned)."""

@@ -19,59 +19,111 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._stats import Counters
-from ._jobs import Job
+from ._events import EventKind, EventStream
+from ._jobs import Chunk, Job
 from ._outbox import Thunks
+from ._states import Slot
 
 
 class Ledger:
-    """The active jobs, their outcomes and the pool's counters."""
+    """The active jobs, their outcomes and the pool's counters; it publishes the events."""
 
-    def __init__(self) -> None:
+    def __init__(self, events: EventStream) -> None:
         self.active: dict[int, Job] = {}  # jobs not yet complete, by id
         self.counters = Counters()
+        self.events = events
 
     # --- admission ---------------------------------------------------------------------
 
-    def open(self, job: Job) -> None:
+    def open(self, job: Job, out: Thunks) -> None:
         self.active[job.id] = job
         self.counters.tasks_submitted += job.admitted
+        if job.admitted and self.events.active:
+            self.events.tasks(out, EventKind.QUEUED, job, range(job.admitted))
 
-    def admit(self, job: Job, count: int) -> None:
+    def admit(self, job: Job, count: int, out: Thunks) -> None:
         """``count`` more items were read from a lazy input (already pushed to ``job``)."""
         self.counters.tasks_submitted += count
+        if self.events.active:
+            first = job.admitted - count
+            self.events.tasks(out, EventKind.QUEUED, job, range(first, first + count))
 
     # --- outcomes ----------------------------------------------------------------------
+    # The event goes out before the delivery: once a caller has its result, every
+    # subscriber (a progress bar) has counted it.
 
-    def done(self, job: Job, indices: Sequence[int], values: list[Any], out: Thunks) -> None:
+    def done(
+        self,
+        job: Job,
+        indices: Sequence[int],
+        values: list[Any],
+        out: Thunks,
+        *,
+        chunk: Chunk | None = None,
+        slot: Slot | None = None,
+    ) -> None:
         job.done += len(indices)
         self.counters.tasks_done += len(indices)
         self._check_not_over(job)
+        if self.events.active:
+            self.events.tasks(out, EventKind.FINISHED, job, indices, chunk=chunk, slot=slot)
         out.append((job.sink.deliver, (indices, values)))
 
-    def failed(self, job: Job, index: int, exc: BaseException, out: Thunks) -> None:
+    def failed(
+        self,
+        job: Job,
+        index: int,
+        exc: BaseException,
+        out: Thunks,
+        *,
+        chunk: Chunk | None = None,
+        slot: Slot | None = None,
+    ) -> None:
         job.failed += 1
         self.counters.tasks_failed += 1
         self._check_not_over(job)
+        if self.events.active:
+            self.events.tasks(
+                out, EventKind.FAILED, job, (index,), chunk=chunk, slot=slot, error=exc
+            )
         out.append((job.sink.fail, (index, exc)))
 
-    def cancelled(self, job: Job, index: int, exc: BaseException, out: Thunks) -> None:
+    def cancelled(
+        self,
+        job: Job,
+        index: int,
+        exc: BaseException,
+        out: Thunks,
+        *,
+        chunk: Chunk | None = None,
+        slot: Slot | None = None,
+    ) -> None:
         """A task stopped (or never run) after it was sent: its caller gets ``exc``."""
         job.cancelled_items += 1
         self.counters.tasks_cancelled += 1
         self._check_not_over(job)
+        if self.events.active:
+            self.events.tasks(
+                out, EventKind.CANCELLED, job, (index,), chunk=chunk, slot=slot, error=exc
+            )
         out.append((job.sink.fail, (index, exc)))
 
-    def withdrawn(self, job: Job, count: int) -> None:
-        """``count`` tasks were dropped before they were sent (the job was cancelled)."""
-        job.cancelled_items += count
-        self.counters.tasks_cancelled += count
+    def withdrawn(self, job: Job, tasks: Sequence[int], out: Thunks) -> None:
+        """These tasks were dropped before they were sent (their job was cancelled)."""
+        if not tasks:
+            return
+        job.cancelled_items += len(tasks)
+        self.counters.tasks_cancelled += len(tasks)
         self._check_not_over(job)
+        if self.events.active:
+            self.events.tasks(out, EventKind.CANCELLED, job, tasks)
 
-    def admitted_withdrawn(self, job: Job, count: int) -> None:
+    def admitted_withdrawn(self, job: Job, count: int, out: Thunks) -> None:
         """Items read for a job already cancelled: admitted and withdrawn at once."""
+        first = job.admitted
         job.admitted += count
         self.counters.tasks_submitted += count
-        self.withdrawn(job, count)
+        self.withdrawn(job, range(first, first + count), out)
 
     # --- completion --------------------------------------------------------------------
 
@@ -94,15 +146,24 @@ class Ledger:
         job.release()  # its items may be large; nothing will send them again
         out.append((job.sink.close, (job.total or 0,)))
 
-    def abort_all(self, exc: BaseException, out: Thunks, *, cancelled: bool) -> None:
+    def abort_all(
+        self,
+        exc: BaseException,
+        out: Thunks,
+        in_flight: dict[int, list[Chunk]],
+        *,
+        cancelled: bool,
+    ) -> None:
         """Settle every task without an outcome with ``exc`` (the pool stopped or broke).
 
-        The sinks learn it in one call each (``Sink.abort``); the tasks count as
-        cancelled (the pool was terminated) or failed (it broke).
+        ``in_flight``: the chunks workers held, by job id. The sinks learn it in one call
+        each (``Sink.abort``); the tasks count as cancelled (the pool was terminated) or
+        failed (it broke).
         """
+        kind = EventKind.CANCELLED if cancelled else EventKind.FAILED
         for job in list(self.active.values()):
             job.cancelled = True
-            job.withdraw()
+            unsent = job.withdraw()
             rest = job.admitted - job.finished
             if cancelled:
                 job.cancelled_items += rest
@@ -110,6 +171,11 @@ class Ledger:
             else:
                 job.failed += rest
                 self.counters.tasks_failed += rest
+            if self.events.active:
+                for chunk in in_flight.get(job.id, ()):
+                    self.events.tasks(out, kind, job, chunk.indices, chunk=chunk, error=exc)
+                if unsent:
+                    self.events.tasks(out, kind, job, unsent, error=exc)
             out.append((job.sink.abort, (exc,)))
         self.active.clear()
 

@@ -24,6 +24,7 @@ from ..errors import (
     describe_call,
 )
 from ._dispatch import Dispatcher
+from ._events import EventKind
 from ._jobs import Chunk
 from ._ledger import Ledger
 from ._outbox import Thunks
@@ -101,9 +102,11 @@ class Recovery:
                 stopped = TaskCancelledError(
                     "the task was cancelled while it ran; its worker was stopped"
                 )
-                self._ledger.cancelled(job, index, stopped, out)
+                self._ledger.cancelled(job, index, stopped, out, chunk=running, slot=slot)
             return
         if len(running) > 1:
+            # Uncharged: the next run of each task keeps this attempt number.
+            self._retried(running, slot, out)
             self.requeue([running], out, split=True)
             return
         index, item = running.indices[0], running.items[0]
@@ -116,19 +119,28 @@ class Recovery:
                 task=what,
                 timeout=job.options.timeout,
             )
-            self._ledger.failed(job, index, error, out)
+            self._ledger.failed(job, index, error, out, chunk=running, slot=slot)
             return
         attempt = running.attempt + 1
-        if attempt <= job.options.retries and not job.cancelled:
-            self._ledger.counters.tasks_retried += 1
-            job.requeue((index,), [item], attempt)
-            self._dispatcher.put_first(job)
-            return
         retries = job.options.retries
         crash = WorkerCrashedError(
             pid=slot.pid, exitcode=exitcode, task=what, attempts=attempt, retries=retries
         )
-        self._ledger.failed(job, index, crash, out)
+        if attempt <= retries and not job.cancelled:
+            self._ledger.counters.tasks_retried += 1
+            self._retried(running, slot, out, crash)
+            job.requeue((index,), [item], attempt)
+            self._dispatcher.put_first(job)
+            return
+        self._ledger.failed(job, index, crash, out, chunk=running, slot=slot)
+
+    def _retried(
+        self, chunk: Chunk, slot: Slot, out: Thunks, error: BaseException | None = None
+    ) -> None:
+        events = self._ledger.events
+        if events.active:
+            job, tasks = chunk.job, chunk.indices
+            events.tasks(out, EventKind.RETRIED, job, tasks, chunk=chunk, slot=slot, error=error)
 
     def abandon_overdue(self, slot: Slot, out: Thunks) -> None:
         """A thread ran past its task's timeout: fail the task now and let the thread go.
@@ -153,7 +165,7 @@ class Recovery:
                 task=what,
                 timeout=job.options.timeout,
             )
-            self._ledger.failed(job, index, error, out)
+            self._ledger.failed(job, index, error, out, chunk=chunk, slot=slot)
         self._ledger.finish_if_complete(job, out)
 
     def requeue(self, chunks: list[Chunk], out: Thunks, *, split: bool = False) -> None:
@@ -161,7 +173,7 @@ class Recovery:
         for chunk in chunks:
             job = chunk.job
             if job.cancelled:
-                self._ledger.withdrawn(job, len(chunk))
+                self._ledger.withdrawn(job, chunk.indices, out)
                 self._ledger.finish_if_complete(job, out)
                 continue
             if split:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from .. import _backends
 from .._cpus import available_cpus
 from .._engine._engine import Engine
+from .._engine._events import Subscriber
 from .._engine._jobs import CallMode, ChunkSizer, Job, Sink, TaskOptions
 from .._stats import PoolStats
 from . import _lifetime
@@ -22,6 +23,7 @@ from ._feeder import Feeder
 from ._iterate import ResultBuffer, ResultIterator
 from ._policy import CompatPolicy
 from ._progress import ProgressArg, with_progress
+from ._subscription import Subscription
 
 BackendName = Literal["process", "thread"]
 
@@ -221,6 +223,13 @@ class PoolCore:
 
     def statistics(self) -> PoolStats:
         return self.engine.statistics()
+
+    def subscribe(self, subscriber: Subscriber) -> Subscription:
+        if not callable(subscriber):
+            raise TypeError(
+                f"subscribe() takes a callable, not {type(subscriber).__name__} {subscriber!r:.80}"
+            )
+        return Subscription(self.engine, subscriber)
 
 
 def _mode(star: bool) -> CallMode:
