@@ -17,7 +17,7 @@ import pytest
 from conveyor._engine._chunking import ChunkSizer
 from conveyor._engine._contract import Capabilities
 from conveyor._engine._engine import Engine
-from conveyor._engine._events import EventKind, TaskEvent, WorkerEvent
+from conveyor._engine._events import EventKind, JobEvent, TaskEvent, WorkerEvent
 from conveyor._engine._jobs import CallMode, Chunk, Job, TaskOptions
 from conveyor._engine._recovery import MAX_STARTUP_FAILURES
 from conveyor._engine._states import ExitCause, Slot, SlotState
@@ -134,9 +134,9 @@ class EventLog:
     """A subscriber: keeps every event, and checks what the stream promises."""
 
     def __init__(self) -> None:
-        self.events: list[TaskEvent | WorkerEvent] = []
+        self.events: list[TaskEvent | WorkerEvent | JobEvent] = []
 
-    def __call__(self, event: TaskEvent | WorkerEvent) -> None:
+    def __call__(self, event: TaskEvent | WorkerEvent | JobEvent) -> None:
         self.events.append(event)
 
     def of(self, kind: EventKind) -> list[TaskEvent]:
@@ -147,6 +147,8 @@ class EventLog:
         ended = [t for k in TERMINAL for e in self.of(k) if e.job == job.id for t in e.tasks]
         assert sorted(queued) == list(range(job.admitted))
         assert sorted(ended) == list(range(job.admitted)), "a task without one final event"
+        (end,) = [e for e in self.events if isinstance(e, JobEvent) and e.job == job.id]
+        assert end.done + end.failed + end.cancelled == end.tasks == job.admitted
 
 
 def start_engine(backend: FakeBackend, size: int = 2, log: EventLog | None = None) -> Engine:

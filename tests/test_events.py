@@ -191,7 +191,7 @@ def test_debug_logging_tells_the_story_of_a_pool(caplog, tmp_path):
         assert pool.submit(tasks.crash_once, marker, 3).result(timeout=30) == 3
     messages = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
     text = "\n".join(m for _, _, m in messages)
-    assert "submitted: 1 tasks" in text and "complete: 1 done, 0 failed, 0 cancelled" in text
+    assert "submitted: 1 tasks" in text and "ended: 1 done, 0 failed, 0 cancelled" in text
     assert "ready" in text and "pool running -> closing" in text
     crash = [m for name, level, m in messages if level == logging.INFO and "crashed" in m]
     assert crash and "SIGKILL" in crash[0] and "holding 1 tasks" in crash[0]

@@ -1,7 +1,7 @@
 """conveyor: parallel work done right."""
 
 from ._cpus import available_cpus
-from ._engine._events import EventKind, TaskEvent, WorkerEvent
+from ._engine._events import EventKind, JobEvent, TaskEvent, WorkerEvent
 from ._engine._states import ExitCause
 from ._frontend._subscription import Subscription
 from ._state import worker_state
@@ -27,6 +27,7 @@ __all__ = [
     "ConveyorError",
     "EventKind",
     "ExitCause",
+    "JobEvent",
     "Pool",
     "PoolClosedError",
     "PoolStats",

@@ -29,7 +29,7 @@ from ._engine._jobs import Job, TaskOptions
 from ._frontend._iterate import ResultIterator
 from ._frontend._policy import CONVEYOR
 from ._frontend._pool_core import BackendName, PoolCore
-from ._frontend._progress import ProgressArg, with_progress
+from ._frontend._progress import ProgressArg
 from ._frontend._results import FutureSink, MapResult
 from ._frontend._subscription import Subscription
 from ._stats import PoolStats
@@ -183,9 +183,8 @@ class WorkerPool:
                 )
             )
         result: MapResult[T] = MapResult(len(items))
-        sink, stop_progress = with_progress(result, progress, len(items))
-        job = self._core.submit_items(
-            fn, items, sink, star=star, chunksize=chunksize, options=options
+        job, stop_progress = self._core.submit_items(
+            fn, items, result, star=star, chunksize=chunksize, options=options, progress=progress
         )
         try:
             return result.get()

@@ -197,7 +197,7 @@ class Engine:
 
     def end_input(self, job: Job, total: int, error: BaseException | None = None) -> None:
         with self._delivering() as out:
-            job.end_input(total)
+            job.end_input(total, error)
             if error is not None:
                 out.append((job.sink.input_failed, (total, error)))
             self._finish_if_complete(job, out)
@@ -419,17 +419,6 @@ class Engine:
         self._after_finish(job, out)
 
     def _after_finish(self, job: Job, out: Thunks) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            _log(
-                out,
-                logging.DEBUG,
-                "job %d (%s) complete: %d done, %d failed, %d cancelled",
-                job.id,
-                _name(job),
-                job.done,
-                job.failed,
-                job.cancelled_items,
-            )
         self._changed.notify_all()
         # The last job of a closing pool may end anywhere (a result, a cancel, the end of
         # a lazy input): whichever it is, the workers must then be told to stop.

@@ -1,7 +1,8 @@
 """The task-event stream: frozen records of what happened to every task and worker.
 
 The engine publishes an event for each step of a task (queued, started, finished,
-failed, retried, cancelled) and of a worker (started, exited, with its cause). Events
+failed, retried, cancelled), of a worker (started, exited, with its cause) and at the
+end of each job (``JobEvent``, with its counts). Events
 are built under the engine lock only when someone listens (a subscriber, or the
 ``conveyor.events`` logger at DEBUG), and delivered through the outbox, outside the
 lock, in the order they happened. A chunk's tasks share one event: ``tasks`` lists
@@ -38,6 +39,7 @@ class EventKind(enum.Enum):
     CANCELLED = "cancelled"  # withdrawn before it ran, or stopped while running
     WORKER_STARTED = "worker started"
     WORKER_EXITED = "worker exited"
+    JOB_ENDED = "job ended"  # every task of a job has its outcome, or the pool stopped
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,33 @@ class WorkerEvent:
         return f"worker {self.worker} (pid {self.pid}) {cause}, {describe_exit(self.exitcode)}"
 
 
-Event = TaskEvent | WorkerEvent
+@dataclass(frozen=True)
+class JobEvent:
+    """A job (one ``submit``/``map`` call) is over: how many tasks ended how.
+
+    ``error``: why it ended early, if it did (its input raised, the pool was terminated
+    or broke); the counts then include what that cancelled or failed.
+    """
+
+    kind: EventKind
+    job: int
+    function: str
+    tasks: int
+    done: int
+    failed: int
+    cancelled: int
+    error: BaseException | None = None
+    at: float = 0.0
+
+    def __str__(self) -> str:
+        why = f" ({self.error!r})" if self.error is not None else ""
+        return (
+            f"job {self.job} ({self.function}) ended: {self.done} done, {self.failed} failed, "
+            f"{self.cancelled} cancelled{why}"
+        )
+
+
+Event = TaskEvent | WorkerEvent | JobEvent
 Subscriber = Callable[[Event], object]
 
 
@@ -170,6 +198,20 @@ class EventStream:
         )
         out.append((self.publish, (event,)))
 
+    def job_ended(self, out: Thunks, job: Job, error: BaseException | None) -> None:
+        event = JobEvent(
+            EventKind.JOB_ENDED,
+            job.id,
+            describe_callable(job.fn),
+            job.admitted,
+            job.done,
+            job.failed,
+            job.cancelled_items,
+            error,
+            time.time(),
+        )
+        out.append((self.publish, (event,)))
+
     @staticmethod
     def worker_started(slot: Slot) -> WorkerEvent:
         """The event of a worker that started earlier, dated when it did."""
@@ -200,4 +242,12 @@ class EventStream:
             call_reporting_errors(subscriber, event)
 
 
-__all__ = ["Event", "EventKind", "EventStream", "Subscriber", "TaskEvent", "WorkerEvent"]
+__all__ = [
+    "Event",
+    "EventKind",
+    "EventStream",
+    "JobEvent",
+    "Subscriber",
+    "TaskEvent",
+    "WorkerEvent",
+]

@@ -144,6 +144,7 @@ class Job:
         self.options = options
         self.sizer = sizer
         self.admission = admission
+        self.input_error: BaseException | None = None  # what a lazy input raised
         self.shipped: Any = None  # what the backend made of ``fn`` (its pickle, its id)
         self.cancelled = False
         self._sequence = items
@@ -164,9 +165,10 @@ class Job:
         self._batches.append(batch)
         self.admitted += len(batch)
 
-    def end_input(self, total: int) -> None:
+    def end_input(self, total: int, error: BaseException | None = None) -> None:
         self.input_done = True
         self.total = total
+        self.input_error = error
 
     def has_ready_items(self) -> bool:
         return bool(self._retry) or self._queued() > 0

@@ -144,6 +144,8 @@ class Ledger:
             )
         del self.active[job.id]
         job.release()  # its items may be large; nothing will send them again
+        if self.events.active:
+            self.events.job_ended(out, job, job.input_error)
         out.append((job.sink.close, (job.total or 0,)))
 
     def abort_all(
@@ -176,6 +178,7 @@ class Ledger:
                     self.events.tasks(out, kind, job, chunk.indices, chunk=chunk, error=exc)
                 if unsent:
                     self.events.tasks(out, kind, job, unsent, error=exc)
+                self.events.job_ended(out, job, exc)
             out.append((job.sink.abort, (exc,)))
         self.active.clear()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.context import BaseContext
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .. import _backends
 from .._cpus import available_cpus
@@ -22,10 +22,17 @@ from . import _lifetime
 from ._feeder import Feeder
 from ._iterate import ResultBuffer, ResultIterator
 from ._policy import CompatPolicy
-from ._progress import ProgressArg, with_progress
+from ._progress import ProgressArg, follow
 from ._subscription import Subscription
 
 BackendName = Literal["process", "thread"]
+
+
+class Submitted(NamedTuple):
+    """A submitted job, and the function that closes its progress display (if any)."""
+
+    job: Job
+    stop_progress: Callable[[], None] | None
 
 
 class PoolCore:
@@ -110,11 +117,13 @@ class PoolCore:
         star: bool = False,
         chunksize: int | None = None,
         options: TaskOptions | None = None,
-    ) -> Job:
+        progress: ProgressArg = False,
+    ) -> Submitted:
         """One job over ``items``: ``fn(item)``, or ``fn(*item)`` with ``star``."""
         job = Job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize), items)
+        stop_progress = follow(self.engine, job, progress, len(items))
         self.engine.submit(job)
-        return job
+        return Submitted(job, stop_progress)
 
     def iterate(
         self,
@@ -139,8 +148,8 @@ class PoolCore:
         """
         iterator = iter(iterable)
         buffer = ResultBuffer(ordered)
-        sink, stop_progress = with_progress(buffer, progress, progress_total)
-        job = Job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize))
+        job = Job(fn, _mode(star), buffer, options or self.options, self.sizer(chunksize))
+        stop_progress = follow(self.engine, job, progress, progress_total)
         self.engine.submit(job)
         align = chunksize if chunk_granular_input_errors else None
         feeder = Feeder(self.engine, job, iterator, align=align)

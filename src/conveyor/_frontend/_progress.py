@@ -1,16 +1,19 @@
 """Progress reporting for the modern API: a tqdm bar, or a callback of the user's.
 
-The bar is fed by a sink wrapper, so the engine knows nothing of progress. tqdm is
-imported only when a bar is asked for, keeping ``import conveyor`` light.
+The bar is one subscriber of the task-event stream, following one job; the engine knows
+nothing of progress. tqdm is imported only when a bar is asked for, keeping
+``import conveyor`` light.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from .._engine._jobs import Sink
+from .._engine._engine import Engine
+from .._engine._events import Event, EventKind, JobEvent, TaskEvent
+from .._engine._jobs import Job
 
 ProgressArg = bool | str | Callable[[int, int | None], Any] | None
 
@@ -73,50 +76,50 @@ class _Bar:
                 self._tqdm.close()  # draws the final state once more, then lets go
 
 
-class ProgressSink:
-    """Advances the bar for each finished task, then forwards to the real sink.
+class _Follower:
+    """Moves a bar with the events of one job; lets go of the stream when the job ends.
 
-    The bar moves first: once the caller has its results (``map`` returned, the loop
-    ended), the bar has already counted them.
+    The engine publishes a task's event before it delivers the task's result, so once
+    the caller has its results (``map`` returned, the loop ended) the bar counted them.
     """
 
-    def __init__(self, inner: Sink, bar: _Bar) -> None:
-        self._inner = inner
+    def __init__(self, engine: Engine, job: Job, bar: _Bar) -> None:
+        self._engine = engine
+        self._job = job.id
         self.bar = bar
 
-    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
-        self.bar.advance(len(indices))
-        self._inner.deliver(indices, values)
+    def __call__(self, event: Event) -> None:
+        if getattr(event, "job", None) != self._job:
+            return
+        if isinstance(event, TaskEvent):
+            if event.kind in (EventKind.FINISHED, EventKind.FAILED):
+                self.bar.advance(len(event.tasks))
+        elif isinstance(event, JobEvent):
+            if event.error is None:
+                self.bar.job_ended(event.tasks)
+            else:  # its input raised, or the pool stopped: the count stays where it is
+                self.bar.stop()
+            self.stop_following()
 
-    def fail(self, index: int, exc: BaseException) -> None:
-        self.bar.advance(1)
-        self._inner.fail(index, exc)
-
-    def input_failed(self, index: int, exc: BaseException) -> None:
+    def stop(self) -> None:
+        """The caller stopped waiting: close the display at the count reached."""
         self.bar.stop()
-        self._inner.input_failed(index, exc)
+        self.stop_following()
 
-    def abort(self, exc: BaseException) -> None:
-        self.bar.stop()
-        self._inner.abort(exc)
-
-    def close(self, total: int) -> None:
-        self.bar.job_ended(total)
-        self._inner.close(total)
-
-    def claim(self) -> bool:
-        return self._inner.claim()
+    def stop_following(self) -> None:
+        self._engine.unsubscribe(self)
 
 
-def with_progress(
-    sink: Sink, progress: ProgressArg, total: int | None
-) -> tuple[Sink, Callable[[], None] | None]:
-    """Wrap ``sink`` so finished tasks advance a progress display (if one is wanted).
+def follow(
+    engine: Engine, job: Job, progress: ProgressArg, total: int | None
+) -> Callable[[], None] | None:
+    """Show the progress of ``job`` (call before it is submitted), if one is wanted.
 
-    Returns the sink to give the job, and the function that closes the display when the
-    caller stops waiting (None without a display).
+    Returns the function that closes the display when the caller stops waiting (None
+    without a display).
     """
     if not progress:
-        return sink, None
-    wrapped = ProgressSink(sink, _Bar(progress, total))
-    return wrapped, wrapped.bar.stop
+        return None
+    follower = _Follower(engine, job, _Bar(progress, total))
+    engine.subscribe(follower)
+    return follower.stop
