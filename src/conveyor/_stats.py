@@ -141,4 +141,3 @@ class Counters:
     bytes_received: int = 0
     last_chunk_size: int = 0
     results_discarded: int = 0
-    retired_busy_s: float = 0.0

@@ -66,9 +66,11 @@ class Feeder:
             self._stopped = True
             self._cond.notify()
 
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not threading.current_thread():
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; True if it did (it may be inside the input)."""
+        if self._thread is not threading.current_thread() and self._thread.ident is not None:
             self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _window(self) -> int:
         per_chunk = self._job.sizer.size(None)

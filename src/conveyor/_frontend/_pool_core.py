@@ -14,6 +14,7 @@ from typing import Any, Literal, NamedTuple
 
 from .. import _backends
 from .._cpus import available_cpus
+from .._deadline import Deadline
 from .._engine._engine import Engine
 from .._engine._events import Subscriber
 from .._engine._jobs import CallMode, ChunkSizer, Job, Sink, TaskOptions
@@ -26,6 +27,11 @@ from ._progress import ProgressArg, follow
 from ._subscription import Subscription
 
 BackendName = Literal["process", "thread"]
+
+
+# How long terminate() waits for the workers, then for each lazy input's thread.
+TERMINATE_JOIN_S = 10.0
+FEEDER_JOIN_S = 1.0
 
 
 class Submitted(NamedTuple):
@@ -215,19 +221,29 @@ class PoolCore:
     def join(self, timeout: float | None = None) -> bool:
         # join() means "wait for everything submitted": lazy inputs are read to the end
         # even if nobody consumes their results (the stdlib's semantics).
-        for feeder in list(self._feeders):
+        deadline = Deadline(timeout)
+        feeders = list(self._feeders)
+        for feeder in feeders:
             feeder.unbound()
-        finished = self.engine.join(timeout)
+        finished = self.engine.join(deadline.remaining())
+        # Every input has ended by now (a job is complete only then): the threads that
+        # read them are at their last line.
+        finished = all([feeder.join(deadline.remaining()) for feeder in feeders]) and finished
         if finished:
             _lifetime.forget(self.engine)
         return finished
 
     def terminate(self) -> None:
         self._accepting = False
-        for feeder in list(self._feeders):
+        feeders = list(self._feeders)
+        for feeder in feeders:
             feeder.stop()
         self.engine.terminate()
-        self.engine.join(timeout=10)
+        self.engine.join(timeout=TERMINATE_JOIN_S)
+        for feeder in feeders:
+            # One blocked inside its input (a slow generator) cannot be interrupted; it
+            # stops reading when the input yields, and is not waited for longer.
+            feeder.join(FEEDER_JOIN_S)
         _lifetime.forget(self.engine)
 
     def statistics(self) -> PoolStats:
