@@ -431,3 +431,31 @@ def test_the_ledger_refuses_an_outcome_beyond_what_was_admitted():
     ledger.done(job, [0], [0], [])
     with pytest.raises(AssertionError, match="settled 2 outcomes"):
         ledger.done(job, [0], [0], [])
+
+
+def cube(x: int) -> int:
+    return x * x * x
+
+
+def test_a_second_job_of_a_function_starts_from_what_the_first_measured():
+    backend = FakeBackend()
+    engine = start_engine(backend, size=1)
+
+    def adaptive(fn):
+        sink = RecordingSink()
+        job = Job(fn, CallMode.SINGLE, sink, TaskOptions(), ChunkSizer(None, 1), list(range(1000)))
+        engine.submit(job)
+        return job
+
+    first = adaptive(square)
+    assert len(running_chunk(live(backend)[0])) == 1  # nothing known yet: a probe chunk
+    run_to_end(engine, backend)  # answers report 1 ms per chunk
+    assert first.complete
+    second = adaptive(square)
+    assert len(running_chunk(live(backend)[0])) > 1  # no probe: it starts where first ended
+    run_to_end(engine, backend)
+    other = adaptive(cube)
+    assert len(running_chunk(live(backend)[0])) == 1  # another function learns for itself
+    run_to_end(engine, backend)
+    assert second.complete and other.complete
+    engine.check_books()

@@ -23,6 +23,7 @@ LAYERS = {
     "conveyor._stats": 0,
     "conveyor._callbacks": 0,
     "conveyor._deadline": 0,
+    "conveyor._identity": 0,
     "conveyor._transport": 1,
     "conveyor._run": 1,
     "conveyor._state": 1,

@@ -2,12 +2,17 @@
 
 Chunk size adapts to how long tasks take (measured in the worker), so tiny tasks travel
 in big batches and slow ones one at a time, with no tuning; see
-``docs/architecture.md#chunking``.
+``docs/architecture.md#chunking``. What was learnt about a function outlives its job
+(``Estimates``), so the next ``map`` or ``submit`` of it needs no one-task probe chunk.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
+
+from .._identity import IdentityCache
 
 # A chunk should keep a worker busy this long: long enough that the ~100 us of overhead
 # per chunk is ~1%, short enough that progress, cancellation and load balance stay smooth.
@@ -66,4 +71,24 @@ class ChunkSizer:
         return (self.item_s or 0.0) * size
 
 
-__all__ = ["MAX_CHUNK_BYTES", "PREFETCH_BELOW_S", "TARGET_CHUNK_S", "ChunkSizer"]
+class Estimates:
+    """Seconds and pickled bytes per task, for the functions the engine ran lately.
+
+    A job's sizer starts from what the last job of the same function measured, instead
+    of a one-task probe chunk; its own measurements take over from the first result.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._known: IdentityCache[tuple[float, float | None]] = IdentityCache(size)
+
+    def seed(self, fn: Callable[..., Any], sizer: ChunkSizer) -> None:
+        known = self._known.get(fn)
+        if known is not None and sizer.item_s is None:
+            sizer.item_s, sizer.item_bytes = known
+
+    def learn(self, fn: Callable[..., Any], sizer: ChunkSizer) -> None:
+        if sizer.item_s is not None:
+            self._known.put(fn, (sizer.item_s, sizer.item_bytes))
+
+
+__all__ = ["MAX_CHUNK_BYTES", "PREFETCH_BELOW_S", "TARGET_CHUNK_S", "ChunkSizer", "Estimates"]

@@ -42,6 +42,7 @@ from ..errors import (
     describe_callable,
     describe_exit,
 )
+from ._chunking import Estimates
 from ._contract import Backend
 from ._dispatch import Dispatcher
 from ._events import EventKind, EventStream, Subscriber
@@ -78,6 +79,7 @@ class Engine:
         self._ledger = Ledger(self.events)
         self._dispatcher = Dispatcher(self._slots, self._ledger, backend, self._outbox)
         self._recovery = Recovery(self._ledger, self._dispatcher)
+        self._estimates = Estimates()
         self._created = time.monotonic()
         self._created_wall = time.time()
         self._fatal: BaseException | None = None
@@ -173,6 +175,7 @@ class Engine:
             except Exception as exc:  # e.g. the function cannot be pickled: its job fails
                 out.append((job.sink.abort, (exc,)))
                 return
+            self._estimates.seed(job.fn, job.sizer)
             self._ledger.open(job, out)
             if logger.isEnabledFor(logging.DEBUG):
                 tasks = "a lazy input" if job.total is None else f"{job.total} tasks"
@@ -419,6 +422,7 @@ class Engine:
         self._after_finish(job, out)
 
     def _after_finish(self, job: Job, out: Thunks) -> None:
+        self._estimates.learn(job.fn, job.sizer)
         self._changed.notify_all()
         # The last job of a closing pool may end anywhere (a result, a cancel, the end of
         # a lazy input): whichever it is, the workers must then be told to stop.

@@ -9,10 +9,11 @@ entry and the parent always knows whether a worker still holds a function.
 
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+from ..._identity import IdentityCache
 
 # How many distinct functions a worker remembers.
 FUNCTION_TABLE_SIZE = 64
@@ -61,42 +62,22 @@ class FunctionTable:
 class FunctionRegistry:
     """Parent side: gives each distinct callable an id and pickles it once.
 
-    Entries hold the callable weakly where it allows (functions, most callables), so a
-    registry never keeps a task's callable, or the object a bound method holds, alive
-    after its jobs are done. Callables that refuse weak references (builtins) are held
-    strongly; they live forever anyway. Either way ``id()`` cannot be reused while the
-    entry lives, because a dead weak reference removes its entry.
+    It never keeps a task's callable, or the object a bound method holds, alive after
+    its jobs are done (see ``IdentityCache``).
     """
 
     def __init__(self, size: int = 4 * FUNCTION_TABLE_SIZE) -> None:
-        self._size = size
-        self._by_identity: OrderedDict[int, tuple[Callable[[], Any], Shipped]] = OrderedDict()
+        self._shipped: IdentityCache[Shipped] = IdentityCache(size)
         self._next_id = 0
 
     def register(self, fn: Callable[..., Any], dump: Callable[[Any], bytes]) -> Shipped:
         """The callable's id and what ``dump`` made of it (made once per callable)."""
-        key = id(fn)
-        entry = self._by_identity.get(key)
-        if entry is not None and entry[0]() is fn:
-            self._by_identity.move_to_end(key)
-            return entry[1]
-        self._next_id += 1
-        shipped = Shipped(self._next_id, dump(fn))
-        self._by_identity[key] = (self._reference(fn, key), shipped)
-        while len(self._by_identity) > self._size:
-            self._by_identity.popitem(last=False)
+        shipped = self._shipped.get(fn)
+        if shipped is None:
+            self._next_id += 1
+            shipped = Shipped(self._next_id, dump(fn))
+            self._shipped.put(fn, shipped)
         return shipped
-
-    def _reference(self, fn: Callable[..., Any], key: int) -> Callable[[], Any]:
-        entries = self._by_identity
-
-        def forget(_: object) -> None:
-            entries.pop(key, None)
-
-        try:
-            return weakref.ref(fn, forget)
-        except TypeError:
-            return lambda: fn
 
 
 __all__ = ["FUNCTION_TABLE_SIZE", "FunctionRegistry", "FunctionTable", "Shipped"]
