@@ -17,6 +17,8 @@ from .._identity import IdentityCache
 # A chunk should keep a worker busy this long: long enough that the ~100 us of overhead
 # per chunk is ~1%, short enough that progress, cancellation and load balance stay smooth.
 TARGET_CHUNK_S = 0.01
+# Guided chunking stops shrinking chunks at this much work.
+MIN_CHUNK_S = 0.002
 # Chunks bigger than this (pickled) are split: they would stall the worker's socket for the others.
 MAX_CHUNK_BYTES = 4 << 20
 # Lazy input is never read further ahead than this many items per chunk.
@@ -63,8 +65,12 @@ class ChunkSizer:
             size = min(size, MAX_LAZY_CHUNK)
         else:
             # Guided self-scheduling: chunks shrink as the end nears, so no worker is left
-            # with a long tail while the others idle.
-            size = min(size, math.ceil(remaining / (2 * self.workers)))
+            # with a long tail while the others idle; but not below MIN_CHUNK_S of work,
+            # or the tail would be W*log(N) chunks of overhead (700 for 1M tiny tasks on
+            # 32 workers), and a tail of that length costs no balance worth having.
+            guided = math.ceil(remaining / (2 * self.workers))
+            floor = MIN_CHUNK_S / max(self.item_s, 1e-9)
+            size = min(size, max(guided, floor))
         return max(1, int(size))
 
     def chunk_seconds(self, size: int) -> float:
