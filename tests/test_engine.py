@@ -459,3 +459,40 @@ def test_a_second_job_of_a_function_starts_from_what_the_first_measured():
     run_to_end(engine, backend)
     assert second.complete and other.complete
     engine.check_books()
+
+
+def single_call(engine: Engine, fn, *, timeout: float | None = None) -> Job:
+    job = Job(
+        fn, CallMode.SINGLE, RecordingSink(), TaskOptions(timeout=timeout), ChunkSizer(1, 2), [3]
+    )
+    engine.submit(job)
+    return job
+
+
+def test_many_callers_of_a_fast_function_keep_every_call_in_flight():
+    backend = FakeBackend()
+    engine = start_engine(backend)
+    warm = Job(square, CallMode.SINGLE, RecordingSink(), TaskOptions(), ChunkSizer(1, 2), [1, 2])
+    engine.submit(warm)
+    run_to_end(engine, backend)  # the engine now knows square takes ~1 ms a call
+    assert warm.complete
+    calls = [single_call(engine, square) for _ in range(16)]
+    held = [len(w.slot.inflight) for w in live(backend)]
+    assert held == [2, 2]  # 1 ms calls: one held behind the running one (HOLD_S)
+    run_to_end(engine, backend)
+    assert all(c.complete for c in calls)
+
+    def fast(x: int) -> int:
+        return x
+
+    warm = Job(fast, CallMode.SINGLE, RecordingSink(), TaskOptions(), ChunkSizer(1, 2), [1])
+    engine.submit(warm)
+    worker = the_worker_running(backend, warm)
+    chunk = running_chunk(worker)
+    engine.on_chunk_done(worker.slot, chunk.id, [1], {}, 2e-6, 16)  # a 2 us call
+    calls = [single_call(engine, fast) for _ in range(16)]
+    assert [len(w.slot.inflight) for w in live(backend)] == [8, 8]  # nobody waits in the parent
+    calls += [single_call(engine, fast, timeout=5.0)]
+    run_to_end(engine, backend)
+    assert all(c.complete for c in calls)
+    engine.check_books()

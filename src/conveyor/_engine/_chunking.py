@@ -26,6 +26,11 @@ MAX_LAZY_CHUNK = 4096
 # Below this estimated chunk time a worker is given a second chunk to hold while it runs
 # the first, hiding the round trip; above it, prefetch would only hurt load balance.
 PREFETCH_BELOW_S = 0.05
+# A worker holds enough short chunks behind the running one to stay busy this long while
+# the parent settles the others (many callers submitting tiny tasks), up to a number.
+HOLD_S = 0.001
+MAX_HELD_CHUNKS = 8
+MAX_HELD_BYTES = 1 << 20
 _EWMA_WEIGHT = 0.5
 
 

@@ -18,7 +18,7 @@ import time
 from collections import deque
 
 from ..errors import TaskCancelledError, describe_call
-from ._chunking import PREFETCH_BELOW_S
+from ._chunking import HOLD_S, MAX_HELD_BYTES, MAX_HELD_CHUNKS, PREFETCH_BELOW_S
 from ._contract import Backend, EncodeError
 from ._events import EventKind
 from ._jobs import Chunk, Job
@@ -97,11 +97,24 @@ class Dispatcher:
 
     @staticmethod
     def _capacity(job: Job) -> int:
+        """How many chunks of this job's size a worker may hold, the running one included.
+
+        Short chunks are prefetched: enough of them to keep the worker busy for
+        ``HOLD_S`` while the parent answers the others (at least one, at most
+        ``MAX_HELD_CHUNKS`` and ``MAX_HELD_BYTES``), so a worker never waits for the
+        parent between tiny tasks, as when many threads submit at once.
+        """
         sizer = job.sizer
         if job.options.timeout is not None or sizer.item_s is None:
             return 1  # a known start time per task, or no estimate yet: no prefetch
         size = sizer.size(job.remaining_hint())
-        return 2 if sizer.chunk_seconds(size) < PREFETCH_BELOW_S else 1
+        chunk_s = sizer.chunk_seconds(size)
+        if chunk_s >= PREFETCH_BELOW_S:
+            return 1
+        held = min(MAX_HELD_CHUNKS - 1, int(HOLD_S / max(chunk_s, 1e-9)))
+        if sizer.item_bytes:  # large arguments: what is held must fit a socket's buffer
+            held = min(held, int(MAX_HELD_BYTES / max(sizer.item_bytes * size, 1.0)))
+        return 1 + max(1, held)
 
     def _send(self, slot: Slot, job: Job, size: int, out: Thunks) -> None:
         chunk = job.next_chunk(next(self._chunk_ids), size)

@@ -13,6 +13,7 @@ bytes as SCM_RIGHTS ancillary data.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -28,7 +29,8 @@ _SMALL_BYTES = 65536
 # A frame at least this big that has not fully arrived gets a buffer of its own size.
 LARGE_FRAME_BYTES = 1 << 20
 
-Frame = tuple[bytes | bytearray, list[int]]  # payload, and the descriptors that came with it
+Frame = tuple[bytes | bytearray, list[int]]
+_yield = getattr(os, "sched_yield", lambda: None)  # payload, and the descriptors that came with it
 
 
 class SocketClosed(EOFError):
@@ -271,7 +273,9 @@ class WorkerEnd:
                 try:
                     self._receive(socket.MSG_DONTWAIT)
                 except BlockingIOError:
-                    pass
+                    # Polite spinning: a core the pool's own process (or a sibling) is
+                    # waiting for goes to it; an idle core keeps polling for us.
+                    _yield()
             else:
                 self._receive(0)
 
