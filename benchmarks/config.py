@@ -25,11 +25,12 @@ class Sizes:
     callers_calls_each: int = 500  # sequential round trips per caller thread
     callers_warmup_calls_each: int = 10
     workers_tasks: int = 1_000_000
-    workers_warmup_tasks: int = 20_000
+    workers_warmup_tasks: int = 10_000
     # An engine whose default chunking would take longer than this on the full input
-    # (projected from its warm-up) maps a shorter prefix instead: tasks/s is a rate, and
-    # ProcessPoolExecutor at chunksize 1 would otherwise spend minutes per pool size.
-    workers_run_cap_s: float = 15.0
+    # (projected from its warm-up) maps a shorter prefix instead, and each pool size
+    # stops repeating once its runs took this long: tasks/s is a rate, and the peers
+    # at chunksize 1 (~10,000 tasks/s) would otherwise spend minutes per pool size.
+    workers_run_cap_s: float = 5.0
     cpu_tasks: int = 16
     cpu_task_s: float = 0.25
     payload_arrays: int = 64
@@ -62,7 +63,7 @@ QUICK = replace(
     callers_warmup_calls_each=2,
     workers_tasks=50_000,
     workers_warmup_tasks=2000,
-    workers_run_cap_s=3.0,
+    workers_run_cap_s=2.0,
     cpu_tasks=4,
     payload_arrays=8,
     startup_repeats=2,

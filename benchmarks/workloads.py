@@ -226,7 +226,8 @@ def _workers_figure(engine: Engine, ctx: CaseContext, items: list[int], workers:
         run(items[: 4 * workers])
         warmup_s, _ = timed(lambda: run(warmup))
         measured = _items_within(items, len(warmup) / warmup_s, sizes.workers_run_cap_s)
-        samples = ctx.repeat(lambda: run(measured))
+        budget_s = min(sizes.figure_budget_s, sizes.workers_run_cap_s)
+        samples = repeat_timed(lambda: run(measured), sizes.repeats, budget_s)
     return rate_figure(len(measured), samples, tasks=len(measured))
 
 
