@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import MANY_WORKER_COUNTS
+
 # Which pools a workload opens: the engines' process pools, their thread pools, or none
 # (the physical references, and the serial CPU baseline).
 PROCESS_ENGINES = "process"
@@ -49,6 +51,20 @@ WORKLOADS: dict[str, Workload] = {
             "latency",
             "round trip",
             "round trip: {round_trips:,} sequential apply_async().get() / submit().result()",
+            PROCESS_ENGINES,
+        ),
+        Workload(
+            "callers",
+            "16 callers",
+            "many callers: {callers_threads} threads, each {callers_calls_each:,} sequential "
+            "apply_async().get() / submit().result(), at {many_worker_counts} workers",
+            PROCESS_ENGINES,
+        ),
+        Workload(
+            "workers",
+            "tiny tasks, many workers",
+            "many workers: {workers_tasks:,} calls of x*x through map, default chunking, at "
+            "{many_worker_counts} workers",
             PROCESS_ENGINES,
         ),
         Workload(
@@ -99,6 +115,16 @@ FIGURES: list[Figure] = [
     Figure("tiny_default_tasks_per_s", "tiny", "default chunking", "tasks/s", True, log_scale=True),
     Figure("tiny_tuned_tasks_per_s", "tiny", "chunksize 5000", "tasks/s", True, log_scale=True),
     Figure("round_trip_us", "latency", "per round trip", "us", False, log_scale=True),
+    *(
+        Figure(f"callers_w{n}_per_s", "callers", f"{n} workers", "round trips/s", True)
+        for n in MANY_WORKER_COUNTS
+    ),
+    *(
+        Figure(
+            f"workers_w{n}_tasks_per_s", "workers", f"{n} workers", "tasks/s", True, log_scale=True
+        )
+        for n in MANY_WORKER_COUNTS
+    ),
     Figure("cpu_parallel_s", "cpu", "wall time", "s", False, chart=False),
     Figure("cpu_speedup", "cpu", "speedup vs serial", "x", True),
     Figure("cpu_efficiency", "cpu", "efficiency", "%", True, chart=False),

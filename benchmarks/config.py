@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 WORKERS = 2
+# The "callers" and "workers" workloads run each engine at these pool sizes (on a
+# 2-core machine, 8 and 32 workers are oversubscribed on purpose: that is the case).
+MANY_WORKER_COUNTS = (2, 8, 32)
 MB = 1024 * 1024
 
 
@@ -18,6 +21,16 @@ class Sizes:
     tiny_warmup_tasks: int = 10_000
     round_trips: int = 2000
     round_trip_warmups: int = 50
+    callers_threads: int = 16
+    callers_calls_each: int = 500  # sequential round trips per caller thread
+    callers_warmup_calls_each: int = 10
+    workers_tasks: int = 1_000_000
+    workers_warmup_tasks: int = 10_000
+    # An engine whose default chunking would take longer than this on the full input
+    # (projected from its warm-up) maps a shorter prefix instead, and each pool size
+    # stops repeating once its runs took this long: tasks/s is a rate, and the peers
+    # at chunksize 1 (~10,000 tasks/s) would otherwise spend minutes per pool size.
+    workers_run_cap_s: float = 5.0
     cpu_tasks: int = 16
     cpu_task_s: float = 0.25
     payload_arrays: int = 64
@@ -46,6 +59,11 @@ QUICK = replace(
     tiny_warmup_tasks=1000,
     round_trips=200,
     round_trip_warmups=10,
+    callers_calls_each=50,
+    callers_warmup_calls_each=2,
+    workers_tasks=50_000,
+    workers_warmup_tasks=2000,
+    workers_run_cap_s=2.0,
     cpu_tasks=4,
     payload_arrays=8,
     startup_repeats=2,

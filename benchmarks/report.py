@@ -6,7 +6,7 @@ from typing import Any
 
 from .adapters import BASELINE, ENGINES
 from .catalog import WORKLOADS, Figure, figures_of
-from .config import Sizes
+from .config import MANY_WORKER_COUNTS, Sizes
 
 COLUMN_GAP = 3
 PHYSICAL_LABEL_WIDTH = 40
@@ -67,6 +67,7 @@ def workload_title(name: str, sizes: Sizes, results: dict[str, Any]) -> str:
         **vars(sizes),
         "payload_mb": sizes.payload_array_bytes // 2**20,
         "io_sleep_ms": sizes.io_sleep_s * 1e3,
+        "many_worker_counts": ", ".join(str(n) for n in MANY_WORKER_COUNTS),
         "io_ideal_ms": f"{sizes.io_tasks * sizes.io_sleep_s / sizes.io_threads * 1e3:.0f}",
         "serial_s": f"{serial['value']:.2f} s" if "value" in serial else "not measured",
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import itertools
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import psutil
 
 from . import tasks
 from .adapters import THREAD, Engine, Unsupported
-from .config import MB, WORKERS, Sizes
+from .config import MANY_WORKER_COUNTS, MB, WORKERS, Sizes
 from .measure import check, figure, rate_figure, repeat_timed, scaled_figure, timed
 
 Figures = dict[str, Any]
@@ -156,6 +157,86 @@ def io_bound(engine: Engine, ctx: CaseContext) -> Figures:
         }
 
 
+def many_callers(engine: Engine, ctx: CaseContext) -> Figures:
+    """Many threads, each doing sequential round trips, on pools of several sizes."""
+    return {
+        f"callers_w{workers}_per_s": _callers_figure(engine, ctx, workers)
+        for workers in MANY_WORKER_COUNTS
+    }
+
+
+def _callers_figure(engine: Engine, ctx: CaseContext, workers: int) -> Figures:
+    sizes = ctx.sizes
+    with engine.open(workers) as pool:
+        if not pool.concurrent_calls:
+            raise Unsupported("its round-trip API is not safe to call from many threads")
+        _run_callers(pool, sizes.callers_threads, sizes.callers_warmup_calls_each)
+        samples = ctx.repeat(
+            lambda: _run_callers(pool, sizes.callers_threads, sizes.callers_calls_each)
+        )
+    total = sizes.callers_threads * sizes.callers_calls_each
+    return rate_figure(total, samples, threads=sizes.callers_threads)
+
+
+def _run_callers(pool: Any, threads: int, calls_each: int) -> None:
+    """``threads`` threads, released together, each doing ``calls_each`` round trips."""
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def caller(offset: int) -> None:
+        start.wait()
+        try:
+            for i in range(offset, offset + calls_each):
+                check(pool.call(tasks.square, i) == i * i, "square")
+        except BaseException as error:  # re-raised by the main thread, below
+            errors.append(error)
+
+    callers = [
+        threading.Thread(target=caller, args=(n * calls_each,), name=f"bench-caller-{n}")
+        for n in range(threads)
+    ]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def many_workers(engine: Engine, ctx: CaseContext) -> Figures:
+    """Tiny tasks through ``map`` (default chunking) on pools of several sizes."""
+    items = list(range(ctx.sizes.workers_tasks))
+    return {
+        f"workers_w{workers}_tasks_per_s": _workers_figure(engine, ctx, items, workers)
+        for workers in MANY_WORKER_COUNTS
+    }
+
+
+def _workers_figure(engine: Engine, ctx: CaseContext, items: list[int], workers: int) -> Figures:
+    sizes = ctx.sizes
+    warmup = items[: sizes.workers_warmup_tasks]
+
+    def run(chosen: list[int]) -> None:
+        results = pool.map(tasks.square, chosen)
+        check(len(results) == len(chosen) and results[-1] == chosen[-1] ** 2, "squares")
+
+    with engine.open(workers) as pool:
+        # Workers may still be starting when open() returns: a first small map waits for
+        # them, so the timed warm-up below projects the map's rate, not the start-up.
+        run(items[: 4 * workers])
+        warmup_s, _ = timed(lambda: run(warmup))
+        measured = _items_within(items, len(warmup) / warmup_s, sizes.workers_run_cap_s)
+        budget_s = min(sizes.figure_budget_s, sizes.workers_run_cap_s)
+        samples = repeat_timed(lambda: run(measured), sizes.repeats, budget_s)
+    return rate_figure(len(measured), samples, tasks=len(measured))
+
+
+def _items_within(items: list[int], rate_per_s: float, cap_s: float) -> list[int]:
+    """All of ``items``, or the prefix that the warm-up's rate says takes ``cap_s``."""
+    affordable = int(rate_per_s * cap_s)
+    return items if affordable >= len(items) else items[: max(affordable, 1)]
+
+
 class CountingSource:
     """A long generator that counts what the engine has read from it.
 
@@ -234,6 +315,8 @@ def lazy_stall(engine: Engine, ctx: CaseContext) -> Figures:
 RUNNERS: dict[str, Callable[[Engine, CaseContext], Figures]] = {
     "tiny": tiny_tasks,
     "latency": round_trip,
+    "callers": many_callers,
+    "workers": many_workers,
     "cpu": cpu_bound,
     "payload": payloads,
     "startup": startup,

@@ -26,6 +26,9 @@ THREAD = "thread"
 class Session:
     """One open pool. Use as a context manager: leaving it shuts the pool down."""
 
+    # Whether ``call`` may run in many threads at once (the "callers" workload).
+    concurrent_calls = True
+
     def map(self, fn: Callable[[Any], Any], items: list[Any], chunksize: int | None = None) -> list:
         """All results, in order. ``chunksize=None`` means the engine's own default."""
         raise Unsupported("map")

@@ -9,6 +9,11 @@ from .base import PROCESS, Session, Unsupported
 
 
 class JoblibSession(Session):
+    # One managed Parallel serves every call, and it refuses a second call while one is
+    # running ("This Parallel instance is already running"); a Parallel per thread would
+    # no longer be the round-trip path the latency workload measures.
+    concurrent_calls = False
+
     def __init__(self, workers: int, backend: str) -> None:
         self.workers = workers
         self.joblib_backend = "loky" if backend == PROCESS else "threading"

@@ -8,6 +8,10 @@ from .base import PROCESS, Session, Unsupported, chunk_kwargs
 
 
 class MpireSession(Session):
+    # mpire does not document apply_async as thread-safe, and with 16 threads calling it
+    # at once (mpire 2.10) some results never arrived: the case hung until its timeout.
+    concurrent_calls = False
+
     def __init__(self, pool: WorkerPool) -> None:
         self.pool = pool
 
