@@ -34,13 +34,11 @@ from typing import Any
 
 from .._callbacks import call_reporting_errors
 from .._deadline import Deadline
-from .._stats import PoolStats, WorkerStats
+from .._stats import PoolStats
 from ..errors import (
     ConveyorError,
     PoolClosedError,
     TaskCancelledError,
-    describe_callable,
-    describe_exit,
 )
 from ._chunking import Estimates
 from ._contract import Backend
@@ -48,17 +46,15 @@ from ._dispatch import Dispatcher
 from ._events import EventKind, EventStream, Subscriber
 from ._jobs import Chunk, Job
 from ._ledger import Ledger
+from ._logs import DEATHS, log, log_exit, log_submitted
 from ._outbox import Outbox, Thunks
 from ._recovery import Recovery
-from ._states import EngineState, ExitCause, KillReason, Slot, SlotState, classify_exit
+from ._snapshot import snapshot
+from ._states import EngineState, KillReason, Slot, SlotState, classify_exit
 from ._timeouts import overdue
 
 # With no timeout, waits still wake this often: a missed notification is never a hang.
 WAIT_SLICE_S = 0.5
-# Causes of a worker's end that are news (INFO): the rest are the pool's own doing.
-_DEATHS = (ExitCause.CRASHED, ExitCause.FAILED_TO_START, ExitCause.TIMED_OUT)
-
-logger = logging.getLogger("conveyor.engine")
 
 
 class Engine:
@@ -80,8 +76,7 @@ class Engine:
         self._dispatcher = Dispatcher(self._slots, self._ledger, backend, self._outbox)
         self._recovery = Recovery(self._ledger, self._dispatcher)
         self._estimates = Estimates()
-        self._created = time.monotonic()
-        self._created_wall = time.time()
+        self._created = (time.monotonic(), time.time())
         self._fatal: BaseException | None = None
 
     # --- life cycle --------------------------------------------------------------------
@@ -177,9 +172,7 @@ class Engine:
                 return
             self._estimates.seed(job.fn, job.sizer)
             self._ledger.open(job, out)
-            if logger.isEnabledFor(logging.DEBUG):
-                tasks = "a lazy input" if job.total is None else f"{job.total} tasks"
-                _log(out, logging.DEBUG, "job %d (%s) submitted: %s", job.id, _name(job), tasks)
+            log_submitted(out, job)
             self._dispatcher.add(job)
             if job.complete:  # an empty map
                 self._finish_job(job, out)
@@ -242,14 +235,14 @@ class Engine:
             self._recovery.worker_ready()
             if slot.state is SlotState.STARTING:
                 slot.state = SlotState.READY
-                _log(out, logging.DEBUG, "worker %d (pid %s) ready", slot.index, slot.pid)
+                log(out, logging.DEBUG, "worker %d (pid %s) ready", slot.index, slot.pid)
 
     def on_retiring(self, slot: Slot) -> None:
         """The worker will exit after this message (its memory limit): give it no more."""
         with self._delivering() as out:
             slot.state = SlotState.RETIRING
             slot.retired_itself = True
-            _log(out, logging.DEBUG, "worker %d (pid %s) retiring", slot.index, slot.pid)
+            log(out, logging.DEBUG, "worker %d (pid %s) retiring", slot.index, slot.pid)
 
     def on_chunk_done(
         self,
@@ -273,10 +266,7 @@ class Engine:
             self._ledger.counters.bytes_received += nbytes
             job = chunk.job
             job.sizer.observe(len(chunk), compute_s, chunk.nbytes)
-            if errors:
-                self._settle_with_errors(slot, chunk, values, errors, out)
-            else:
-                self._ledger.done(job, chunk.indices, values, out, chunk=chunk, slot=slot)
+            self._ledger.chunk_done(chunk, slot, values, errors, out)
             self._finish_if_complete(job, out)
             if slot.budget == 0 and not slot.inflight:
                 slot.state = SlotState.RETIRING
@@ -289,24 +279,6 @@ class Engine:
         if self.events.active:
             job, tasks = chunk.job, chunk.indices
             self.events.tasks(out, EventKind.STARTED, job, tasks, chunk=chunk, slot=slot)
-
-    def _settle_with_errors(
-        self,
-        slot: Slot,
-        chunk: Chunk,
-        values: list[Any],
-        errors: dict[int, BaseException],
-        out: Thunks,
-    ) -> None:
-        job, indices = chunk.job, chunk.indices
-        if -1 in errors:  # the whole chunk failed (its arguments or results unpicklable)
-            errors = dict.fromkeys(range(len(indices)), errors[-1])
-        for pos, exc in errors.items():
-            self._ledger.failed(job, indices[pos], exc, out, chunk=chunk, slot=slot)
-        good = [pos for pos in range(len(indices)) if pos not in errors]
-        if good:
-            values = [values[p] for p in good]
-            self._ledger.done(job, [indices[p] for p in good], values, out, chunk=chunk, slot=slot)
 
     def on_cannot_start(self, slot: Slot, error: BaseException) -> None:
         """Workers cannot start (a failing initializer): the pool cannot run anything."""
@@ -328,37 +300,18 @@ class Engine:
         with self._delivering() as out:
             cause = classify_exit(slot, exitcode)
             held = slot.clear()
-            self._log_exit(slot, cause, exitcode, held, out)
+            log_exit(self.events, slot, cause, exitcode, held, out)
             fatal = self._recovery.settle_exit(slot, cause, held, exitcode, self._state, out)
             if fatal is not None:
                 self._break(fatal, out)
             # A slot replaced earlier (a thread abandoned after a timeout) is not replaced twice.
             if any(s is slot for s in self._slots) and self._should_replace():
                 new = self._replace(slot, out)
-                if cause in _DEATHS:
-                    _log(out, logging.INFO, "worker %d replaced by pid %s", new.index, new.pid)
+                if cause in DEATHS:
+                    log(out, logging.INFO, "worker %d replaced by pid %s", new.index, new.pid)
                 self._dispatcher.dispatch(out)
             self._stop_if_idle(out)
             self._changed.notify_all()
-
-    def _log_exit(
-        self, slot: Slot, cause: ExitCause, exitcode: int | None, held: list[Chunk], out: Thunks
-    ) -> None:
-        if self.events.active:
-            self.events.worker(out, EventKind.WORKER_EXITED, slot, cause=cause, exitcode=exitcode)
-        level = logging.INFO if cause in _DEATHS else logging.DEBUG
-        if logger.isEnabledFor(level):
-            tasks = sum(len(chunk) for chunk in held)
-            _log(
-                out,
-                level,
-                "worker %d (pid %s) %s with %s, holding %d tasks",
-                slot.index,
-                slot.pid,
-                cause.value,
-                describe_exit(exitcode),
-                tasks,
-            )
 
     def tick(self, now: float) -> float | None:
         """Enforce per-task timeouts; return the next deadline (monotonic), if any."""
@@ -396,18 +349,14 @@ class Engine:
         if self._state is EngineState.BROKEN:
             return
         self._set_state(EngineState.BROKEN, out)
-        _log(out, logging.INFO, "the pool stopped: %s", error)
+        log(out, logging.INFO, "the pool stopped: %s", error)
         self._fatal = error
         self._abort_all(error, out, cancelled=False)
         self._changed.notify_all()
         self.backend.stop_supervision()
 
     def _abort_all(self, error: BaseException, out: Thunks, *, cancelled: bool) -> None:
-        in_flight: dict[int, list[Chunk]] = {}
-        for slot in self._slots:
-            for chunk in slot.inflight:
-                in_flight.setdefault(chunk.job.id, []).append(chunk)
-        self._ledger.abort_all(error, out, in_flight, cancelled=cancelled)
+        self._ledger.abort_all(error, out, self._slots, cancelled=cancelled)
         self._dispatcher.clear()
         for slot in self._slots:
             slot.inflight.clear()
@@ -432,7 +381,7 @@ class Engine:
         return any(c.job is job for s in self._slots for c in s.inflight)
 
     def _set_state(self, state: EngineState, out: Thunks) -> None:
-        _log(out, logging.DEBUG, "pool %s -> %s", self._state.value, state.value)
+        log(out, logging.DEBUG, "pool %s -> %s", self._state.value, state.value)
         self._state = state
 
     def _stop_if_idle(self, out: Thunks) -> None:
@@ -459,43 +408,9 @@ class Engine:
     # --- statistics --------------------------------------------------------------------
 
     def statistics(self) -> PoolStats:
-        now = time.monotonic()
         with self._lock:
-            c = self._ledger.counters
-            workers = tuple(
-                WorkerStats(
-                    slot=s.index,
-                    pid=s.pid,
-                    alive=s.state is not SlotState.DEAD,
-                    tasks_done=s.tasks_done,
-                    chunks_done=s.chunks_done,
-                    busy_s=s.busy_s,
-                    started_at=s.started_wall,
-                    uptime_s=now - s.started_at,
-                )
-                for s in self._slots
-            )
-            return PoolStats(
-                backend=self.backend.name,
-                size=self.size,
-                tasks_submitted=c.tasks_submitted,
-                tasks_done=c.tasks_done,
-                tasks_failed=c.tasks_failed,
-                tasks_retried=c.tasks_retried,
-                tasks_cancelled=c.tasks_cancelled,
-                worker_crashes=c.worker_crashes,
-                task_timeouts=c.task_timeouts,
-                workers_started=c.workers_started,
-                workers_recycled=c.workers_recycled,
-                chunks_sent=c.chunks_sent,
-                bytes_sent=c.bytes_sent,
-                bytes_received=c.bytes_received,
-                last_chunk_size=c.last_chunk_size,
-                uptime_s=now - self._created,
-                workers=workers,
-                results_discarded=c.results_discarded,
-                started_at=self._created_wall,
-            )
+            counters, slots = self._ledger.counters, self._slots
+            return snapshot(self.backend.name, self.size, counters, slots, *self._created)
 
     def check_books(self) -> None:
         """Raise ``AssertionError`` if the ledger does not balance (for tests)."""
@@ -510,22 +425,8 @@ class Engine:
     def worker_pids(self) -> list[int]:
         with self._lock:
             return [
-                s.handle.pid
-                for s in self._slots
-                if s.handle is not None
-                and s.handle.pid is not None
-                and s.state is not SlotState.DEAD
+                s.pid for s in self._slots if s.pid is not None and s.state is not SlotState.DEAD
             ]
-
-
-def _name(job: Job) -> str:
-    return describe_callable(job.fn)
-
-
-def _log(out: Thunks, level: int, message: str, *args: Any) -> None:
-    """Log once the lock is released (a handler may write to a slow file)."""
-    if logger.isEnabledFor(level):
-        out.append((logger.log, (level, message, *args)))
 
 
 __all__ = ["Engine"]

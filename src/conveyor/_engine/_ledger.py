@@ -69,6 +69,28 @@ class Ledger:
             self.events.tasks(out, EventKind.FINISHED, job, indices, chunk=chunk, slot=slot)
         out.append((job.sink.deliver, (indices, values)))
 
+    def chunk_done(
+        self,
+        chunk: Chunk,
+        slot: Slot,
+        values: list[Any],
+        errors: dict[int, BaseException],
+        out: Thunks,
+    ) -> None:
+        """A worker ran a chunk: ``errors`` by position (-1: the whole chunk failed)."""
+        job, indices = chunk.job, chunk.indices
+        if not errors:
+            self.done(job, indices, values, out, chunk=chunk, slot=slot)
+            return
+        if -1 in errors:  # its arguments or results could not be pickled
+            errors = dict.fromkeys(range(len(indices)), errors[-1])
+        for pos, exc in errors.items():
+            self.failed(job, indices[pos], exc, out, chunk=chunk, slot=slot)
+        good = [pos for pos in range(len(indices)) if pos not in errors]
+        if good:
+            values = [values[pos] for pos in good]
+            self.done(job, [indices[p] for p in good], values, out, chunk=chunk, slot=slot)
+
     def failed(
         self,
         job: Job,
@@ -149,20 +171,19 @@ class Ledger:
         out.append((job.sink.close, (job.total or 0,)))
 
     def abort_all(
-        self,
-        exc: BaseException,
-        out: Thunks,
-        in_flight: dict[int, list[Chunk]],
-        *,
-        cancelled: bool,
+        self, exc: BaseException, out: Thunks, slots: Sequence[Slot], *, cancelled: bool
     ) -> None:
         """Settle every task without an outcome with ``exc`` (the pool stopped or broke).
 
-        ``in_flight``: the chunks workers held, by job id. The sinks learn it in one call
-        each (``Sink.abort``); the tasks count as cancelled (the pool was terminated) or
-        failed (it broke).
+        ``slots``: the workers, whose chunks in flight are named in the events. The sinks
+        learn it in one call each (``Sink.abort``); the tasks count as cancelled (the pool
+        was terminated) or failed (it broke).
         """
         kind = EventKind.CANCELLED if cancelled else EventKind.FAILED
+        in_flight: dict[int, list[Chunk]] = {}
+        for slot in slots:
+            for chunk in slot.inflight:
+                in_flight.setdefault(chunk.job.id, []).append(chunk)
         for job in list(self.active.values()):
             job.cancelled = True
             unsent = job.withdraw()
