@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from conveyor._transport import _shm
-from conveyor._transport._socket import ParentEnd, SocketClosed, WorkerEnd, make_socket_pair
+from conveyor._transport._socket import ParentEnd, WorkerEnd, make_socket_pair
+from conveyor.errors import SocketClosed
 
 SIZES = [0, 1, 11, 4096, 65535, 65536, 100_000, 3_000_000, 7]
 

@@ -298,3 +298,24 @@ class PoolClosedError(ConveyorError, ValueError):
     Subclasses :class:`ValueError`, what ``multiprocessing.Pool`` raises; executors raise
     :class:`RuntimeError` with the stdlib's message instead.
     """
+
+
+# --- internal signals -------------------------------------------------------------------
+# Raised and caught inside conveyor, between two of its layers; never seen by a caller,
+# and not part of the public API (not in ``__all__``).
+
+
+class EncodeError(Exception):
+    """Raised by ``WorkerHandle.send`` when some items (or the function) cannot be pickled.
+
+    ``failures`` maps a position in the chunk to its error; position -1 is the function.
+    The engine fails those tasks with the pickler's own exceptions.
+    """
+
+    def __init__(self, failures: dict[int, BaseException]) -> None:
+        super().__init__(failures)
+        self.failures = failures
+
+
+class SocketClosed(EOFError):
+    """The other end of a worker's socket is gone (the process on it exited or closed it)."""

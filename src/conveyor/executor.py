@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 from ._compat import on_interpreter_exit
 from ._cpus import available_cpus
+from ._deadline import Deadline
 from ._engine._events import Event
 from ._engine._jobs import Job, TaskOptions
 from ._frontend._iterate import ResultIterator
@@ -161,7 +161,7 @@ class _PoolExecutor(futures.Executor):
             self._maps.add(results)
         if timeout is None:
             return _untimed(results)
-        return _timed(results, time.monotonic() + timeout)
+        return _timed(results, Deadline(timeout))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; optionally cancel what has not started; optionally wait."""
@@ -217,11 +217,11 @@ class _PoolExecutor(futures.Executor):
         return self._core.subscribe(subscriber)
 
 
-def _timed(results: Any, end: float) -> Iterator[Any]:
+def _timed(results: Any, deadline: Deadline) -> Iterator[Any]:
     try:
         while True:
             try:
-                yield results.next(max(0.0, end - time.monotonic()))
+                yield results.next(deadline.remaining())
             except StopIteration:
                 return
     finally:

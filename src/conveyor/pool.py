@@ -32,7 +32,7 @@ from ._engine._events import Event
 from ._engine._jobs import TaskOptions
 from ._frontend._iterate import ResultIterator
 from ._frontend._policy import MULTIPROCESSING
-from ._frontend._pool_core import BackendName, PoolCore, terminate_engine
+from ._frontend._pool_core import BackendName, PoolCore
 from ._frontend._results import ApplyResult, AsyncResult, MapResult
 from ._frontend._subscription import Subscription
 from ._stats import PoolStats, WorkerStats
@@ -104,7 +104,7 @@ class Pool(mp_pool.Pool):
             policy=MULTIPROCESSING,
         )
         self._processes = self._core.size
-        self._finalizer = weakref.finalize(self, terminate_engine, self._core.engine)
+        self._finalizer = weakref.finalize(self, PoolCore.abandon, self._core)
 
     # --- single calls ----------------------------------------------------------------------
 

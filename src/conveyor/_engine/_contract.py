@@ -72,18 +72,6 @@ class WorkerSetup:
     remote_traceback_type: type[Exception] = RemoteTraceback
 
 
-class EncodeError(Exception):
-    """Raised by ``WorkerHandle.send`` when some items (or the function) cannot be pickled.
-
-    ``failures`` maps a position in the chunk to its error; position -1 is the function.
-    An internal signal between a backend and the engine: callers never see it.
-    """
-
-    def __init__(self, failures: dict[int, BaseException]) -> None:
-        super().__init__(failures)
-        self.failures = failures
-
-
 class WorkerHandle(Protocol):
     """The backend's handle on one worker; the engine keeps it in the worker's slot."""
 
@@ -183,7 +171,6 @@ __all__ = [
     "Backend",
     "BackendFactory",
     "Capabilities",
-    "EncodeError",
     "EngineEvents",
     "WorkerHandle",
     "WorkerSetup",

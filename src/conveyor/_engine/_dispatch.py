@@ -17,9 +17,9 @@ import itertools
 import time
 from collections import deque
 
-from ..errors import TaskCancelledError, describe_call
+from ..errors import EncodeError, TaskCancelledError, describe_call
 from ._chunking import HOLD_S, MAX_HELD_BYTES, MAX_HELD_CHUNKS, PREFETCH_BELOW_S
-from ._contract import Backend, EncodeError
+from ._contract import Backend
 from ._events import EventKind
 from ._jobs import Chunk, Job
 from ._ledger import Ledger

@@ -246,6 +246,11 @@ class PoolCore:
             feeder.join(FEEDER_JOIN_S)
         _lifetime.forget(self.engine)
 
+    def abandon(self) -> None:
+        """The face was dropped unclosed (its finalizer): stop the workers, wait for none."""
+        self._accepting = False
+        self.engine.terminate()
+
     def statistics(self) -> PoolStats:
         return self.engine.statistics()
 
@@ -261,9 +266,4 @@ def _mode(star: bool) -> CallMode:
     return CallMode.STAR if star else CallMode.SINGLE
 
 
-def terminate_engine(engine: Engine) -> None:
-    """A pool's finalizer: stop its workers (holds the engine only, not the pool)."""
-    engine.terminate()
-
-
-__all__ = ["BackendName", "PoolCore", "terminate_engine"]
+__all__ = ["BackendName", "PoolCore", "Submitted"]

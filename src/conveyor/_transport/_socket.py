@@ -19,6 +19,7 @@ import struct
 import time
 from collections import deque
 
+from ..errors import SocketClosed
 from ._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
 
 _HEADER = struct.Struct("<QI")  # payload length, number of file descriptors carried
@@ -31,10 +32,6 @@ LARGE_FRAME_BYTES = 1 << 20
 
 Frame = tuple[bytes | bytearray, list[int]]
 _yield = getattr(os, "sched_yield", lambda: None)  # payload, and the descriptors that came with it
-
-
-class SocketClosed(EOFError):
-    """The other end of the socket is gone (the process on it exited or closed it)."""
 
 
 def make_socket_pair() -> tuple[socket.socket, socket.socket]:

@@ -33,8 +33,8 @@ from ..._transport._serialize import (
 )
 from ..._transport._shm import AVAILABLE as SHM_AVAILABLE
 from ..._transport._shm import MappedBuffers, OutOfBand
-from ..._transport._socket import SocketClosed, WorkerEnd
-from ...errors import SerializationError
+from ..._transport._socket import WorkerEnd
+from ...errors import SerializationError, SocketClosed
 from ._shipping import FunctionTable
 from ._watchdog import die_with_parent
 

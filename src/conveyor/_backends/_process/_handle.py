@@ -13,15 +13,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..._compat import WORKER_NAME_PREFIX, hide_non_file_main
-from ..._engine._contract import EncodeError
 from ..._engine._jobs import Chunk
 from ..._engine._states import Slot
 from ..._transport._protocol import TASK_HEADER, MessageKind
 from ..._transport._serialize import Serializer, add_note
 from ..._transport._shm import AVAILABLE as SHM_AVAILABLE
 from ..._transport._shm import OutOfBand, Segment, SegmentCache
-from ..._transport._socket import ParentEnd, SocketClosed, make_socket_pair
-from ...errors import describe_callable
+from ..._transport._socket import ParentEnd, make_socket_pair
+from ...errors import EncodeError, SocketClosed, describe_callable
 from ._shipping import FunctionTable, Shipped
 
 if TYPE_CHECKING:

@@ -21,8 +21,7 @@ from ..._engine._contract import EngineEvents
 from ..._transport._protocol import RESULT_HEADER, MessageKind, WorkerExit
 from ..._transport._serialize import RESULT_NOT_PICKLED_NOTE, add_note, loads, unpack_exception
 from ..._transport._shm import SegmentCache, map_fds
-from ..._transport._socket import SocketClosed
-from ...errors import SerializationError, WorkerInitError, describe_call
+from ...errors import SerializationError, SocketClosed, WorkerInitError, describe_call
 from ._handle import ProcessWorker
 
 if TYPE_CHECKING:
