@@ -4,7 +4,8 @@ They are real :class:`concurrent.futures.Executor` subclasses returning real
 :class:`concurrent.futures.Future` objects, so ``wait`` and ``as_completed`` work. Unlike the
 stdlib, a worker that dies fails only the task it was running
 (:class:`~conveyor.WorkerCrashedError`, a ``BrokenProcessPool``) and the executor goes on;
-``map`` reads its input lazily instead of submitting it all at once.
+``map`` reads its input lazily instead of submitting it all at once (the stdlib's
+behaviour, gh-74508, which 3.14's ``buffersize`` only bounds).
 
 Example::
 

@@ -42,8 +42,8 @@ def default_context(stdlib: bool = False) -> BaseContext:
 
     The drop-in classes use what the stdlib's would: the start method the program set
     with ``multiprocessing.set_start_method``, else the platform's default (fork on Linux
-    up to 3.13, forkserver from 3.14), so that code written for them, such as locks made
-    in the default context and passed in ``initargs``, runs unchanged.
+    up to 3.13, forkserver from 3.14: gh-84559), so that code written for them, such as
+    locks made in the default context and passed in ``initargs``, runs unchanged.
 
     conveyor's own API uses forkserver, which never forks a process that has threads,
     unless the program set another method that is not the platform's default. The
