@@ -185,3 +185,27 @@ def test_import_conveyor_loads_no_optional_or_heavy_module():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()
     assert loaded == ""
+
+
+def test_backends_are_found_by_name_and_imported_on_first_use():
+    code = (
+        "import sys, conveyor\n"
+        "name = 'conveyor._backends._process._backend'\n"
+        "print(name in sys.modules)\n"
+        "with conveyor.WorkerPool(1) as pool:\n"
+        "    pool.map(abs, [-1])\n"
+        "print(name in sys.modules)\n"
+    )
+    lines = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert lines == ["False", "True"]
+
+
+def test_an_unknown_backend_name_is_a_clear_error():
+    import pytest
+
+    import conveyor
+
+    with pytest.raises(ValueError, match="backend must be 'process' or 'thread', not 'dask'"):
+        conveyor.WorkerPool(1, backend="dask")
