@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 import time
@@ -73,3 +74,20 @@ def test_a_fully_consumed_map_discards_nothing():
         stats = pool.stats()
     assert stats.results_discarded == 0
     assert stats.tasks_done == 5000
+
+
+def test_statistics_is_on_every_pool_and_stats_is_its_alias():
+    for cls in (
+        conveyor.Pool,
+        conveyor.ThreadPool,
+        conveyor.ProcessPoolExecutor,
+        conveyor.ThreadPoolExecutor,
+        conveyor.WorkerPool,
+    ):
+        assert cls.stats is cls.statistics, cls
+    with conveyor.WorkerPool(2, backend="thread") as pool:
+        pool.map(abs, range(10))
+        snapshot = pool.statistics()
+        assert snapshot.tasks_done == 10
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            snapshot.tasks_done = 0  # type: ignore[misc]
