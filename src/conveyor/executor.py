@@ -31,14 +31,12 @@ from typing import Any, TypeVar
 from ._compat import on_interpreter_exit
 from ._cpus import available_cpus
 from ._deadline import Deadline
-from ._engine._events import Event
 from ._engine._jobs import Job, TaskOptions
 from ._frontend._iterate import ResultIterator
+from ._frontend._observable import Observable
 from ._frontend._policy import FUTURES
 from ._frontend._pool_core import BackendName, PoolCore
 from ._frontend._results import FutureSink
-from ._frontend._subscription import Subscription
-from ._stats import PoolStats
 
 T = TypeVar("T")
 
@@ -55,7 +53,7 @@ def _refuse_new_work() -> None:
 on_interpreter_exit(_refuse_new_work)
 
 
-class _PoolExecutor(futures.Executor):
+class _PoolExecutor(Observable, futures.Executor):
     """What both executors share: submit, map, shutdown over a :class:`PoolCore`."""
 
     _backend: BackendName = "process"
@@ -197,25 +195,6 @@ class _PoolExecutor(futures.Executor):
             self.terminate_workers()
         else:
             self.shutdown(wait=True)
-
-    def statistics(self) -> PoolStats:
-        """A snapshot of the executor's counters."""
-        return self._core.statistics()
-
-    stats = statistics  # the earlier name, kept as an alias
-
-    def subscribe(self, subscriber: Callable[[Event], object]) -> Subscription:
-        """Call ``subscriber(event)`` for each task and worker event; see :class:`TaskEvent`.
-
-        It runs on the thread that settled the task (often conveyor's supervisor), outside
-        every lock: keep it quick. What it raises is logged, never fatal.
-
-        Example::
-
-            with pool.subscribe(print):
-                pool.map(work, items)
-        """
-        return self._core.subscribe(subscriber)
 
 
 def _timed(results: Any, deadline: Deadline) -> Iterator[Any]:

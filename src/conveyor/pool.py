@@ -28,14 +28,13 @@ from multiprocessing import pool as mp_pool
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from ._engine._events import Event
 from ._engine._jobs import TaskOptions
 from ._frontend._iterate import ResultIterator
+from ._frontend._observable import Observable
 from ._frontend._policy import MULTIPROCESSING
 from ._frontend._pool_core import BackendName, PoolCore
 from ._frontend._results import ApplyResult, AsyncResult, MapResult
-from ._frontend._subscription import Subscription
-from ._stats import PoolStats, WorkerStats
+from ._stats import WorkerStats
 
 T = TypeVar("T")
 
@@ -48,7 +47,7 @@ class _State(enum.Enum):
     TERMINATE = "TERMINATE"
 
 
-class Pool(mp_pool.Pool):
+class Pool(Observable, mp_pool.Pool):
     """A pool of worker processes with the ``multiprocessing.Pool`` API.
 
     A subclass of ``multiprocessing.pool.Pool``, so that code which checks for one (dask's
@@ -239,25 +238,6 @@ class Pool(mp_pool.Pool):
             raise ValueError("Pool is still running")
         self._core.join()
         self._finalizer.detach()
-
-    def statistics(self) -> PoolStats:
-        """A snapshot of the pool's counters (tasks, chunking, bytes, per-worker busy time)."""
-        return self._core.statistics()
-
-    stats = statistics  # the earlier name, kept as an alias
-
-    def subscribe(self, subscriber: Callable[[Event], object]) -> Subscription:
-        """Call ``subscriber(event)`` for each task and worker event; see :class:`TaskEvent`.
-
-        It runs on the thread that settled the task (often conveyor's supervisor), outside
-        every lock: keep it quick. What it raises is logged, never fatal.
-
-        Example::
-
-            with pool.subscribe(print):
-                pool.map(work, items)
-        """
-        return self._core.subscribe(subscriber)
 
     @property
     def _pool(self) -> list[WorkerStats]:

@@ -24,15 +24,13 @@ from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
 from . import _backends
-from ._engine._events import Event
 from ._engine._jobs import Job, TaskOptions
 from ._frontend._iterate import ResultIterator
+from ._frontend._observable import Observable
 from ._frontend._policy import CONVEYOR
 from ._frontend._pool_core import BackendName, PoolCore
 from ._frontend._progress import ProgressArg
 from ._frontend._results import FutureSink, MapResult
-from ._frontend._subscription import Subscription
-from ._stats import PoolStats
 
 T = TypeVar("T")
 
@@ -51,7 +49,7 @@ class _Default(enum.Enum):
 DEFAULT = _Default.DEFAULT
 
 
-class WorkerPool:
+class WorkerPool(Observable):
     """A supervised pool of worker processes (or threads) with conveyor's modern API.
 
     ``timeout``: seconds a task may run before it is stopped (its worker is replaced) and
@@ -229,31 +227,6 @@ class WorkerPool:
             progress=progress,
             progress_total=total,
         )
-
-    def statistics(self) -> PoolStats:
-        """A frozen snapshot of the pool's counters (``print()`` it for a report).
-
-        Example::
-
-            s = pool.statistics()
-            print(s.tasks_done, s.worker_crashes, s.mean_chunk_size)
-        """
-        return self._core.statistics()
-
-    stats = statistics  # the earlier name, kept as an alias
-
-    def subscribe(self, subscriber: Callable[[Event], object]) -> Subscription:
-        """Call ``subscriber(event)`` for each task and worker event; see :class:`TaskEvent`.
-
-        It runs on the thread that settled the task (often conveyor's supervisor), outside
-        every lock: keep it quick. What it raises is logged, never fatal.
-
-        Example::
-
-            with pool.subscribe(print):
-                pool.map(work, items)
-        """
-        return self._core.subscribe(subscriber)
 
     def close(self) -> None:
         """Accept no more work; workers exit once what was submitted is done."""

@@ -103,12 +103,7 @@ class Ledger:
     ) -> None:
         job.failed += 1
         self.counters.tasks_failed += 1
-        self._check_not_over(job)
-        if self.events.active:
-            self.events.tasks(
-                out, EventKind.FAILED, job, (index,), chunk=chunk, slot=slot, error=exc
-            )
-        out.append((job.sink.fail, (index, exc)))
+        self._deliver_error(EventKind.FAILED, job, index, exc, out, chunk, slot)
 
     def cancelled(
         self,
@@ -123,11 +118,21 @@ class Ledger:
         """A task stopped (or never run) after it was sent: its caller gets ``exc``."""
         job.cancelled_items += 1
         self.counters.tasks_cancelled += 1
+        self._deliver_error(EventKind.CANCELLED, job, index, exc, out, chunk, slot)
+
+    def _deliver_error(
+        self,
+        kind: EventKind,
+        job: Job,
+        index: int,
+        exc: BaseException,
+        out: Thunks,
+        chunk: Chunk | None,
+        slot: Slot | None,
+    ) -> None:
         self._check_not_over(job)
         if self.events.active:
-            self.events.tasks(
-                out, EventKind.CANCELLED, job, (index,), chunk=chunk, slot=slot, error=exc
-            )
+            self.events.tasks(out, kind, job, (index,), chunk=chunk, slot=slot, error=exc)
         out.append((job.sink.fail, (index, exc)))
 
     def withdrawn(self, job: Job, tasks: Sequence[int], out: Thunks) -> None:
