@@ -96,43 +96,54 @@ class Recovery:
     ) -> None:
         running, waiting = held[0], held[1:]
         self.requeue(waiting, out)  # never started: they cost nothing
-        job = running.job
         if cause is ExitCause.CANCELLED:
-            for index in running.indices:
-                stopped = TaskCancelledError(
-                    "the task was cancelled while it ran; its worker was stopped"
-                )
-                self._ledger.cancelled(job, index, stopped, out, chunk=running, slot=slot)
-            return
-        if len(running) > 1:
+            self._cancel_running(slot, running, out)
+        elif len(running) > 1:
             # Uncharged: the next run of each task keeps this attempt number.
             self._retried(running, slot, out)
             self.requeue([running], out, split=True)
-            return
-        index, item = running.indices[0], running.items[0]
-        what = describe_call(job.fn, index if job.total != 1 else None)
-        if cause is ExitCause.TIMED_OUT:
-            self._ledger.counters.task_timeouts += 1
-            error: BaseException = TaskTimeoutError(
-                f"{what} ran longer than its timeout of {job.options.timeout} s; its worker "
-                f"(pid {slot.pid}) was stopped and replaced",
-                task=what,
-                timeout=job.options.timeout,
+        elif cause is ExitCause.TIMED_OUT:
+            self._time_out(slot, running, out)
+        else:
+            self._retry_or_fail(slot, running, exitcode, out)
+
+    def _cancel_running(self, slot: Slot, chunk: Chunk, out: Thunks) -> None:
+        for index in chunk.indices:
+            stopped = TaskCancelledError(
+                "the task was cancelled while it ran; its worker was stopped"
             )
-            self._ledger.failed(job, index, error, out, chunk=running, slot=slot)
-            return
-        attempt = running.attempt + 1
-        retries = job.options.retries
+            self._ledger.cancelled(chunk.job, index, stopped, out, chunk=chunk, slot=slot)
+
+    def _time_out(self, slot: Slot, chunk: Chunk, out: Thunks) -> None:
+        job, index = chunk.job, chunk.indices[0]
+        what = _describe_task(chunk)
+        self._ledger.counters.task_timeouts += 1
+        error = TaskTimeoutError(
+            f"{what} ran longer than its timeout of {job.options.timeout} s; its worker "
+            f"(pid {slot.pid}) was stopped and replaced",
+            task=what,
+            timeout=job.options.timeout,
+        )
+        self._ledger.failed(job, index, error, out, chunk=chunk, slot=slot)
+
+    def _retry_or_fail(self, slot: Slot, chunk: Chunk, exitcode: int | None, out: Thunks) -> None:
+        """A lone task crashed its worker: run it again while it has retries left."""
+        job, index, item = chunk.job, chunk.indices[0], chunk.items[0]
+        attempt, retries = chunk.attempt + 1, job.options.retries
         crash = WorkerCrashedError(
-            pid=slot.pid, exitcode=exitcode, task=what, attempts=attempt, retries=retries
+            pid=slot.pid,
+            exitcode=exitcode,
+            task=_describe_task(chunk),
+            attempts=attempt,
+            retries=retries,
         )
         if attempt <= retries and not job.cancelled:
             self._ledger.counters.tasks_retried += 1
-            self._retried(running, slot, out, crash)
+            self._retried(chunk, slot, out, crash)
             job.requeue((index,), [item], attempt)
             self._dispatcher.put_first(job)
-            return
-        self._ledger.failed(job, index, crash, out, chunk=running, slot=slot)
+        else:
+            self._ledger.failed(job, index, crash, out, chunk=chunk, slot=slot)
 
     def _retried(
         self, chunk: Chunk, slot: Slot, out: Thunks, error: BaseException | None = None
@@ -182,6 +193,12 @@ class Recovery:
             else:
                 job.requeue(chunk.indices, chunk.items, chunk.attempt)
             self._dispatcher.put_first(job)
+
+
+def _describe_task(chunk: Chunk) -> str:
+    """The task of a one-task chunk, for messages (its index only when the job has more)."""
+    job = chunk.job
+    return describe_call(job.fn, chunk.indices[0] if job.total != 1 else None)
 
 
 __all__ = ["MAX_STARTUP_FAILURES", "Recovery"]
