@@ -1,8 +1,8 @@
 """Dispatch: which job goes next, to which worker, in what size, and whether it may go now.
 
 Jobs wait in arrival order; a job whose tasks crashed or were put back goes to the
-front. A worker gets one chunk at a time, or two when its chunks are short enough that
-the round trip would show (prefetch). A job with an *admission* (``Job.admission``: a
+front. A worker gets one chunk at a time, or more when its chunks are short enough that
+the round trip would show (prefetch, see ``_capacity``). A job with an *admission* (``Job.admission``: a
 limiter, or a downstream stage with no room) sends only what it grants; one that grants
 nothing is looked past until its owner calls ``Engine.wake_dispatch``.
 
