@@ -2,9 +2,10 @@
 
 Jobs wait in arrival order; a job whose tasks crashed or were put back goes to the
 front. A worker gets one chunk at a time, or more when its chunks are short enough that
-the round trip would show (prefetch, see ``_capacity``). A job with an *admission* (``Job.admission``: a
-limiter, or a downstream stage with no room) sends only what it grants; one that grants
-nothing is looked past until its owner calls ``Engine.wake_dispatch``.
+the round trip would show (prefetch, see ``_capacity``). A job with an *admission*
+(``Job.admission``: a limiter, or a downstream stage with no room) sends only what it
+grants; one that grants nothing is looked past until its owner calls
+``Engine.wake_dispatch``.
 
 Everything here runs under the engine lock and may not block. Tasks that cannot be sent
 (unpicklable arguments, a future cancelled while it waited, Ctrl-C while pickling) are
