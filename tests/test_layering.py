@@ -139,8 +139,8 @@ def test_backends_reach_the_engine_only_through_its_contract():
 
 
 def test_the_parent_never_imports_the_worker_process_module():
-    # The process's entry point imports it, in the worker; the protocol both ends speak
-    # lives in _transport/_protocol.py.
+    # The protocol both ends speak lives in _transport/_protocol.py; the process backend
+    # finds the worker's entry point by name when a pool starts.
     child = "conveyor._backends._process._child"
     importers = [
         m

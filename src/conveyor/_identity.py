@@ -42,7 +42,11 @@ class IdentityCache(Generic[V]):
 
     def put(self, obj: object, value: V) -> None:
         key = id(obj)
-        self._entries[key] = (self._reference(obj, key), value)
+        entry = self._entries.get(key)
+        # The same object again (every call of a function updates its estimate): keep
+        # its reference, which costs a weakref and a closure to make.
+        ref = entry[0] if entry is not None and entry[0]() is obj else self._reference(obj, key)
+        self._entries[key] = (ref, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)

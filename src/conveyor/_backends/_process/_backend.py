@@ -17,6 +17,7 @@ preloads conveyor's worker module (``_child.py``) so each worker starts in a few
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 from multiprocessing.context import BaseContext
@@ -89,6 +90,11 @@ class ProcessBackend:
             os._exit(WorkerExit.MAIN_WITHOUT_GUARD)
         self.ctx = resolve_context(setup.context, setup.stdlib_start_method)
         method = self.ctx.get_start_method()
+        # The worker process's entry point, found by name: the parent shares the wire
+        # protocol with it (_transport/_protocol.py), not its code. Referring to it
+        # directly keeps a worker from importing anything beyond the child's module
+        # (which the fork server preloads, and which a forked worker inherits).
+        self.entry_point = importlib.import_module(CHILD_MODULE).main
         self.main_kind = main_kind(method)
         self.serializer = Serializer(MainView(self.main_kind))
         self.initargs = tuple(setup.initargs)

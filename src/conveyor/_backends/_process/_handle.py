@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..._compat import WORKER_NAME_PREFIX, hide_non_file_main
 from ..._engine._jobs import Chunk
@@ -40,7 +40,7 @@ class ProcessWorker:
         parent_sock, child_sock = make_socket_pair()
         try:
             self.process = backend.ctx.Process(  # type: ignore[attr-defined]
-                target=_run_child,
+                target=backend.entry_point,
                 args=(child_sock, backend.config_bytes, backend.initargs, backend.main_kind),
                 name=f"{WORKER_NAME_PREFIX}{slot.index}",
             )
@@ -128,13 +128,6 @@ class ProcessWorker:
         with self.write_lock:  # a caller thread may be writing to it right now
             self.link.close()
             self.forget_lent()
-
-
-def _run_child(*args: Any) -> None:
-    """The worker process's entry point: the child's module is imported there, not here."""
-    from . import _child
-
-    _child.main(*args)
 
 
 def _encode_items(
