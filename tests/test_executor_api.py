@@ -605,3 +605,34 @@ def test_a_done_callback_that_raises_is_reported_and_the_executor_goes_on(
         9,
     ]
     wait_until(lambda: "from a done-callback" in caplog.text, "the callback's error is logged")
+
+
+def test_submits_racing_a_shutdown_either_run_or_raise_the_stdlib_error():
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    executor = conveyor.ThreadPoolExecutor(2)
+    started = threading.Barrier(5)
+
+    def submit_until_refused():
+        started.wait(10)
+        for i in range(1_000_000):  # until the shutdown lands
+            try:
+                future = executor.submit(tasks.square, i)
+            except RuntimeError as exc:
+                refused = "after shutdown" in str(exc) and not isinstance(exc, ValueError)
+                with lock:
+                    outcomes.append("refused" if refused else f"other {exc!r}")
+                return
+            kind = "ran" if future.result(timeout=30) == i * i else "wrong"
+            with lock:
+                outcomes.append(kind)
+
+    threads = [threading.Thread(target=submit_until_refused) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait(10)
+    executor.shutdown(wait=True)
+    for t in threads:
+        t.join(30)
+    assert outcomes.count("refused") == 4  # each thread ended on the stdlib's error
+    assert set(outcomes) <= {"ran", "refused"}, set(outcomes)  # never PoolClosedError
