@@ -55,9 +55,9 @@ class ResultBuffer:
             if discarding:
                 pass  # nobody will take them: counted below, not kept
             elif not self._ordered:
-                self._arrived.append((True, list(values)))
+                self._arrived.append((True, _owned(values)))
             elif isinstance(indices, range) and indices.step == 1:
-                self._by_start[indices.start] = (True, list(values))
+                self._by_start[indices.start] = (True, _owned(values))
             else:  # items re-run one by one after a crash: runs of one
                 for index, value in zip(indices, values, strict=True):
                     self._by_start[index] = (True, [value])
@@ -241,10 +241,10 @@ class ResultIterator(Generic[T]):
             held = [first]
             del first  # this frame waits at the yield: it must not hold the value
             yield map(held.pop, repeat(-1, 1))  # let go of once handed out, as the rest
-            rest = self._values[self._position :]
-            self._values.clear()
+            rest, position = self._values, self._position
             self._values, self._position = [], 0
-            rest.reverse()
+            rest.reverse()  # in place: what was handed out is now at the end
+            del rest[len(rest) - position :]
             self._stream_rest = rest
             yield map(rest.pop, repeat(-1, len(rest)))  # popped in C, in order
 
@@ -304,6 +304,11 @@ def _unread(state: dict[str, Any]) -> int:
     """Results a ResultIterator holds (``vars()`` of it) but has not handed out."""
     in_runs = sum(len(payload) for ok, payload in state["_runs"] if ok)
     return len(state["_values"]) - state["_position"] + len(state["_stream_rest"]) + in_runs
+
+
+def _owned(values: Sequence[Any]) -> list[Any]:
+    """The values as a list of the buffer's own: a chunk's decoded list is one already."""
+    return values if type(values) is list else list(values)
 
 
 __all__ = ["ResultBuffer", "ResultIterator", "Run"]
