@@ -57,10 +57,10 @@ class Dispatcher:
             job = self._next_ready_job(refused)
             if job is None:
                 return
-            slot = self._free_slot(job)
+            size = job.sizer.size(job.remaining_hint())
+            slot = self._free_slot(job, size)
             if slot is None:
                 return
-            size = job.sizer.size(job.remaining_hint())
             if slot.budget is not None:
                 size = min(size, slot.budget)
             if job.admission is not None:
@@ -82,8 +82,8 @@ class Dispatcher:
                 jobs.rotate(-1)  # waiting for its feeder or its admission: look past it
         return None
 
-    def _free_slot(self, job: Job) -> Slot | None:
-        capacity = self._capacity(job)
+    def _free_slot(self, job: Job, size: int) -> Slot | None:
+        capacity = self._capacity(job, size)
         best: Slot | None = None
         for slot in self._slots:
             if (
@@ -97,7 +97,7 @@ class Dispatcher:
         return best
 
     @staticmethod
-    def _capacity(job: Job) -> int:
+    def _capacity(job: Job, size: int) -> int:
         """How many chunks of this job's size a worker may hold, the running one included.
 
         Short chunks are prefetched: enough of them to keep the worker busy for
@@ -108,7 +108,6 @@ class Dispatcher:
         sizer = job.sizer
         if job.options.timeout is not None or sizer.item_s is None:
             return 1  # a known start time per task, or no estimate yet: no prefetch
-        size = sizer.size(job.remaining_hint())
         chunk_s = sizer.chunk_seconds(size)
         if chunk_s >= PREFETCH_BELOW_S:
             return 1

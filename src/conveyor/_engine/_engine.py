@@ -149,16 +149,6 @@ class Engine:
                 self._changed.wait(deadline.remaining(cap=WAIT_SLICE_S))
         return self.backend.shutdown(deadline.remaining())
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted job is complete."""
-        deadline = Deadline(timeout)
-        with self._lock:
-            while self._ledger.active:
-                if deadline.expired:
-                    return False
-                self._changed.wait(deadline.remaining(cap=WAIT_SLICE_S))
-        return True
-
     # --- submitting --------------------------------------------------------------------
 
     def submit(self, job: Job) -> None:

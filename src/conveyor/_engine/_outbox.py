@@ -30,7 +30,7 @@ class Outbox:
 
     def deliver(self, out: Thunks) -> None:
         """Run ``out`` now, or, on the deferring thread, when it calls ``run_deferred``."""
-        if threading.get_ident() == self._deferring_thread:
+        if self.on_deferring_thread:
             self._deferred.extend(out)
         else:
             run_thunks(out)

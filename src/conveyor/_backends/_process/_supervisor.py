@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..._engine._contract import EngineEvents
+from ..._transport._mainscript import main_module
 from ..._transport._protocol import RESULT_HEADER, MessageKind, WorkerExit
 from ..._transport._serialize import RESULT_NOT_PICKLED_NOTE, add_note, loads, unpack_exception
 from ..._transport._shm import SegmentCache, map_fds
@@ -269,10 +270,7 @@ def _name_tasks_of_unpicklable_results(errors: dict[int, BaseException], chunk: 
 
 
 def _main_script_name() -> str:
-    import sys
-
-    main = sys.modules.get("__main__")
-    return getattr(main, "__file__", None) or "the main module"
+    return getattr(main_module(), "__file__", None) or "the main module"
 
 
 __all__ = ["Supervisor"]
