@@ -308,3 +308,27 @@ def send_through(channel, payload):
         channel.sendall(payload)
     channel.close()
     return len(payload)
+
+
+# --- tasks for test_dask.py -------------------------------------------------------------------
+
+
+def dask_worker_address(_=None):
+    """The address of the Dask worker running this call (raises outside a Dask worker)."""
+    from distributed import get_worker
+
+    return get_worker().address
+
+
+def kill_own_process(_=None):
+    """SIGKILL whatever process runs this, every time."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tiny_sleep_square(x, seconds=0.0002):
+    time.sleep(seconds)
+    return x * x
+
+
+def sum_of_array_plus(a, k):
+    return float(a.sum()) + k

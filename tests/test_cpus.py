@@ -31,6 +31,6 @@ def test_a_cgroup_quota_caps_the_count(monkeypatch, tmp_path):
 
 
 def test_pool_default_size_uses_available_cpus(monkeypatch):
-    monkeypatch.setattr("conveyor._frontend._pool_core.available_cpus", lambda: 3)
+    monkeypatch.setattr("conveyor._backends._thread.available_cpus", lambda: 3)
     with conveyor.ThreadPool() as pool:
         assert pool.stats().size == 3

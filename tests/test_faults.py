@@ -391,9 +391,11 @@ def test_a_worker_over_its_memory_limit_is_replaced_between_tasks():
 # --- 8. failing initializer, and workers that cannot start ---------------------------
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
-def test_a_failing_initializer_is_a_clear_error_not_a_respawn_loop(backend):
-    pool = conveyor.WorkerPool(2, backend=backend, initializer=tasks.failing_initializer)
+@pytest.mark.parametrize("backend", ["process", "thread", "dask"])
+def test_a_failing_initializer_is_a_clear_error_not_a_respawn_loop(backend, backend_options):
+    pool = conveyor.WorkerPool(
+        2, backend=backend, initializer=tasks.failing_initializer, **backend_options
+    )
     try:
         # The error reaches the caller at submit() or at result(), whichever comes after
         # the first worker's initializer failed.

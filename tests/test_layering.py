@@ -207,5 +207,7 @@ def test_an_unknown_backend_name_is_a_clear_error():
 
     import conveyor
 
-    with pytest.raises(ValueError, match="backend must be 'process' or 'thread', not 'dask'"):
-        conveyor.WorkerPool(1, backend="dask")
+    with pytest.raises(
+        ValueError, match="backend must be 'process', 'thread' or 'dask', not 'ray'"
+    ):
+        conveyor.WorkerPool(1, backend="ray")

@@ -59,12 +59,12 @@ class Gate:
 
 
 @pytest.fixture
-def make_pool(backend):
+def make_pool(backend, backend_options):
     """Build WorkerPools on the current backend; terminate whatever the test left open."""
     pools = []
 
     def make(workers: int = 2, **kwargs) -> conveyor.WorkerPool:
-        pool = conveyor.WorkerPool(workers, backend=backend, **kwargs)
+        pool = conveyor.WorkerPool(workers, backend=backend, **backend_options, **kwargs)
         pools.append(pool)
         return pool
 
@@ -231,7 +231,7 @@ def test_per_call_timeout_overrides_the_pool_default(make_pool, gate):
 # --- retries after a crash ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["process"])
+@pytest.mark.parametrize("backend", ["process", "dask"])
 def test_default_retry_reruns_a_task_whose_worker_was_killed(make_pool, tmp_path):
     pool = make_pool(2)
     marker = tmp_path / "crashed-once"
@@ -242,7 +242,7 @@ def test_default_retry_reruns_a_task_whose_worker_was_killed(make_pool, tmp_path
     assert stats.tasks_retried == 1
 
 
-@pytest.mark.parametrize("backend", ["process"])
+@pytest.mark.parametrize("backend", ["process", "dask"])
 def test_default_retry_recovers_a_map_whose_worker_was_killed(make_pool, tmp_path):
     pool = make_pool(2)
     marker = tmp_path / "crashed-once"
@@ -251,7 +251,7 @@ def test_default_retry_recovers_a_map_whose_worker_was_killed(make_pool, tmp_pat
     assert marker.exists()
 
 
-@pytest.mark.parametrize("backend", ["process"])
+@pytest.mark.parametrize("backend", ["process", "dask"])
 def test_task_that_always_crashes_fails_once_its_retry_is_spent(make_pool):
     pool = make_pool(2)
     error = pool.submit(tasks.crash_on, 3).exception(timeout=WAIT_S)
@@ -267,7 +267,7 @@ def test_conveyor_map_retries_a_task_whose_worker_was_killed(tmp_path):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("backend", ["process"])
+@pytest.mark.parametrize("backend", ["process", "dask"])
 def test_zero_retries_fail_the_task_with_worker_crashed_error(make_pool):
     pool = make_pool(2, retries=0)
     error = pool.submit(tasks.crash_on, 3).exception(timeout=WAIT_S)
@@ -278,7 +278,7 @@ def test_zero_retries_fail_the_task_with_worker_crashed_error(make_pool):
     assert pool.map(tasks.square, range(5)) == [0, 1, 4, 9, 16]
 
 
-@pytest.mark.parametrize("backend", ["process"])
+@pytest.mark.parametrize("backend", ["process", "dask"])
 def test_per_call_retries_override_the_pool_default(make_pool, tmp_path):
     no_retries = make_pool(2, retries=0)
     marker = tmp_path / "crashed-once"
@@ -517,7 +517,7 @@ def test_closed_pool_rejects_work_with_pool_closed_error(make_pool, use, closed_
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("bad_backend", ["dask", "processes", ""])
+@pytest.mark.parametrize("bad_backend", ["ray", "processes", ""])
 def test_invalid_backend_is_rejected_with_value_error(bad_backend):
     with pytest.raises(ValueError, match="backend"):
         conveyor.WorkerPool(2, backend=bad_backend)

@@ -7,6 +7,7 @@ from ._frontend._subscription import Subscription
 from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (
+    ClusterLostError,
     ConveyorError,
     PoolClosedError,
     RemoteTraceback,
@@ -24,6 +25,7 @@ from .workers import WorkerPool, imap, map, shared_pool, submit
 
 __all__ = [
     "AsyncResult",
+    "ClusterLostError",
     "ConveyorError",
     "EventKind",
     "ExitCause",

@@ -1,7 +1,9 @@
 """Per-worker state: the object ``worker_state()`` hands to every task of one worker.
 
 The pool's ``worker_state`` factory runs once per worker, on first use: a database
-connection, a loaded model, a cache. A process worker has one; each thread worker its own.
+connection, a loaded model, a cache. A process worker has one; each thread worker its own;
+a Dask worker process one per pool that uses it (the task's thread is pointed at its
+pool's holder before each chunk, ``use_state``).
 """
 
 from __future__ import annotations
@@ -10,16 +12,45 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_local = threading.local()
-_process_state: dict[str, Any] = {}
 _UNSET = object()
+
+
+class StateHolder:
+    """One worker's state: the factory, and what it built (on first use)."""
+
+    __slots__ = ("_factory", "_lock", "_state")
+
+    def __init__(self, factory: Callable[[], Any] | None) -> None:
+        self._factory = factory
+        self._state: Any = _UNSET
+        # Several threads of one Dask worker may ask at once: the factory runs once.
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if self._state is _UNSET:
+            with self._lock:
+                if self._state is _UNSET:
+                    self._state = self._factory() if self._factory is not None else None
+        return self._state
+
+
+_local = threading.local()
+_process_holder: StateHolder | None = None
 
 
 def install_state(factory: Callable[[], Any] | None, *, per_thread: bool) -> None:
     """Record the worker-state factory; the state is built on first use."""
-    holder = _local.__dict__ if per_thread else _process_state
-    holder["factory"] = factory
-    holder["state"] = _UNSET
+    global _process_holder
+    holder = StateHolder(factory)
+    if per_thread:
+        _local.holder = holder
+    else:
+        _process_holder = holder
+
+
+def use_state(holder: StateHolder | None) -> None:
+    """Tasks on the current thread get ``holder``'s state (a Dask worker, per chunk)."""
+    _local.holder = holder
 
 
 def worker_state() -> Any:
@@ -38,10 +69,7 @@ def worker_state() -> Any:
         with conveyor.WorkerPool(4, worker_state=connect) as pool:
             pool.map(lookup, keys)
     """
-    holder = _local.__dict__ if "factory" in _local.__dict__ else _process_state
-    if "factory" not in holder:
+    holder = getattr(_local, "holder", None) or _process_holder
+    if holder is None:
         raise RuntimeError("conveyor.worker_state() is only available inside a pool's task")
-    if holder["state"] is _UNSET:
-        factory = holder["factory"]
-        holder["state"] = factory() if factory is not None else None
-    return holder["state"]
+    return holder.get()

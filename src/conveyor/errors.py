@@ -18,6 +18,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
 __all__ = [
+    "ClusterLostError",
     "ConveyorError",
     "PoolClosedError",
     "RemoteTraceback",
@@ -98,7 +99,9 @@ class WorkerCrashedError(ConveyorError, BrokenProcessPool):
     the dead worker held fail, and the pool goes on.
 
     Attributes: ``pid``, ``exitcode`` (negative: the signal number), ``task`` (a short
-    description of the task), ``attempts`` (how many times it ran).
+    description of the task), ``attempts`` (how many times it ran), ``workers`` (the
+    workers that died running it, one per attempt: ``"pid 123"``, or a Dask worker's
+    address and pid).
 
     Example::
 
@@ -117,24 +120,27 @@ class WorkerCrashedError(ConveyorError, BrokenProcessPool):
         task: str | None = None,
         attempts: int = 1,
         retries: int = 0,
+        workers: list[str] | None = None,
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.task = task
         self.attempts = attempts
+        self.workers = list(workers or [])
         if message is None:
             message = (
                 f"worker process {pid} died with {describe_exit(exitcode)} while running "
                 f"{task or 'a task'} (attempt {attempts}). Likely causes: a crash in native "
                 "code, the OOM killer, os._exit() or an external kill. "
                 + _next_step_after_crash(attempts, retries)
+                + _where(self.workers)
             )
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_crash,
-            (str(self), self.pid, self.exitcode, self.task, self.attempts),
+            (str(self), self.pid, self.exitcode, self.task, self.attempts, self.workers),
         )
 
 
@@ -147,10 +153,23 @@ def _next_step_after_crash(attempts: int, retries: int) -> str:
     )
 
 
+def _where(workers: list[str]) -> str:
+    if len(workers) < 2 and not any(" (" in w for w in workers):
+        return ""  # one local process: its pid is named already
+    return " Workers that died running it: " + ", ".join(workers) + "."
+
+
 def _rebuild_crash(
-    message: str, pid: int | None, exitcode: int | None, task: str | None, attempts: int
+    message: str,
+    pid: int | None,
+    exitcode: int | None,
+    task: str | None,
+    attempts: int,
+    workers: list[str] | None = None,
 ) -> WorkerCrashedError:
-    return WorkerCrashedError(message, pid=pid, exitcode=exitcode, task=task, attempts=attempts)
+    return WorkerCrashedError(
+        message, pid=pid, exitcode=exitcode, task=task, attempts=attempts, workers=workers
+    )
 
 
 class TaskTimeoutError(ConveyorError, TimeoutError):
@@ -290,6 +309,21 @@ class WorkerInitError(ConveyorError, BrokenProcessPool, BrokenThreadPool):
             "without the `if __name__ == '__main__':` guard, an import that fails in a "
             "fresh process, or too little memory. Their output (stderr) says more."
         )
+
+
+class ClusterLostError(ConveyorError, BrokenProcessPool):
+    """The pool lost its cluster (the Dask scheduler is gone or stopped answering).
+
+    Every task not finished fails with it, at once; the pool is broken and takes no more
+    work. Subclasses ``BrokenProcessPool``, what a broken stdlib pool raises.
+
+    Example::
+
+        try:
+            results = pool.map(f, items)
+        except conveyor.ClusterLostError:
+            ...  # reconnect: make a new pool once the scheduler is back
+    """
 
 
 class PoolClosedError(ConveyorError, ValueError):

@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar, cast
 
+from . import _backends
 from ._compat import on_interpreter_exit
 from ._cpus import available_cpus
 from ._deadline import Deadline
@@ -72,6 +73,8 @@ class _PoolExecutor(Observable, futures.Executor):
         retries: int = 0,
         thread_name_prefix: str = "conveyor-worker",
         max_worker_memory: int | None = None,
+        backend: BackendName | None = None,
+        client: Any = None,
     ) -> None:
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
@@ -82,8 +85,9 @@ class _PoolExecutor(Observable, futures.Executor):
         self._pending: dict[Future[Any], Job] = {}
         self._maps: weakref.WeakSet[ResultIterator[Any]] = weakref.WeakSet()
         self._core = PoolCore(
-            self._backend,
+            _backends.choose(backend, self._backend),
             max_workers,
+            client=client,
             context=context,
             initializer=initializer,
             initargs=initargs,
@@ -250,7 +254,9 @@ class ProcessPoolExecutor(_PoolExecutor, futures.ProcessPoolExecutor):
 
     Extra keywords: ``worker_state``, ``task_timeout`` (seconds per task), ``retries``
     (re-runs after a worker crash), ``max_worker_memory`` (bytes of RSS after which a
-    worker is replaced).
+    worker is replaced), ``backend="dask"`` with ``client`` (a ``distributed.Client``, a
+    scheduler address, or None for a ``LocalCluster`` of its own) to run on Dask; the
+    ``CONVEYOR_BACKEND`` environment variable does the same without editing the code.
 
     Example::
 
@@ -270,6 +276,8 @@ class ProcessPoolExecutor(_PoolExecutor, futures.ProcessPoolExecutor):
         task_timeout: float | None = None,
         retries: int = 0,
         max_worker_memory: int | None = None,
+        backend: BackendName | None = None,
+        client: Any = None,
     ) -> None:
         if max_tasks_per_child is not None:
             if not isinstance(max_tasks_per_child, int):
@@ -286,6 +294,8 @@ class ProcessPoolExecutor(_PoolExecutor, futures.ProcessPoolExecutor):
             task_timeout=task_timeout,
             retries=retries,
             max_worker_memory=max_worker_memory,
+            backend=backend,
+            client=client,
         )
 
 

@@ -28,6 +28,7 @@ from multiprocessing import pool as mp_pool
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
+from . import _backends
 from ._engine._jobs import TaskOptions
 from ._frontend._iterate import ResultIterator
 from ._frontend._observable import Observable
@@ -82,6 +83,8 @@ class Pool(Observable, mp_pool.Pool):
         task_timeout: float | None = None,
         retries: int = 0,
         max_worker_memory: int | None = None,
+        backend: BackendName | None = None,
+        client: Any = None,
     ) -> None:
         self._state = _State.RUN  # set first: __del__ and __repr__ read it
         if processes is not None and processes < 1:
@@ -91,8 +94,9 @@ class Pool(Observable, mp_pool.Pool):
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
         self._core = PoolCore(
-            self._backend,
+            _backends.choose(backend, self._backend),
             processes,
+            client=client,
             context=context,
             initializer=initializer,
             initargs=initargs,

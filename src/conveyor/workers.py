@@ -74,7 +74,8 @@ class WorkerPool(Observable):
         self,
         workers: int | None = None,
         *,
-        backend: BackendName = "process",
+        backend: BackendName | None = None,
+        client: Any = None,
         context: BaseContext | str | None = None,
         initializer: Callable[..., Any] | None = None,
         initargs: Sequence[Any] = (),
@@ -84,13 +85,13 @@ class WorkerPool(Observable):
         timeout: float | None = None,
         retries: int = 1,
     ) -> None:
-        if backend not in _backends.names():
-            _backends.create(backend, CONVEYOR.worker_setup())  # raises: names the choices
+        name = _backends.choose(backend, "process")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ValueError(f"workers must be a positive int or None, not {workers!r}")
         self._core = PoolCore(
-            backend,
+            name,
             workers,
+            client=client,
             context=context,
             initializer=initializer,
             initargs=initargs,
@@ -253,22 +254,30 @@ class WorkerPool(Observable):
 
 # --- one-call API over a shared pool -------------------------------------------------------
 
-_shared: dict[tuple[str, int | None], WorkerPool] = {}
+_shared: dict[tuple[str, int | None, object], WorkerPool] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_pool(workers: int | None = None, backend: BackendName = "process") -> WorkerPool:
+def shared_pool(
+    workers: int | None = None, backend: BackendName | None = None, client: Any = None
+) -> WorkerPool:
     """The pool behind :func:`conveyor.map`: created on first use, then reused.
+
+    One per backend, size and cluster: ``conveyor.map(f, xs, backend="dask")`` starts a
+    ``LocalCluster`` once and reuses it; ``client=`` picks a cluster of your own.
 
     Example::
 
         conveyor.shared_pool().statistics().tasks_done
     """
-    key = (backend, workers)
+    name = _backends.choose(backend, "process")
+    # A Client is keyed by identity (the pool holds it, so the id is not reused).
+    where = client if client is None or isinstance(client, str) else id(client)
+    key = (name, workers, where)
     with _shared_lock:
         pool = _shared.get(key)
         if pool is None or not pool._core.accepting:
-            pool = _shared[key] = WorkerPool(workers, backend=backend)
+            pool = _shared[key] = WorkerPool(workers, backend=name, client=client)  # type: ignore[arg-type]
         return pool
 
 
@@ -286,7 +295,8 @@ def map(
     items: Iterable[Any],
     *,
     workers: int | None = None,
-    backend: BackendName = "process",
+    backend: BackendName | None = None,
+    client: Any = None,
     star: bool = False,
     chunksize: int | None = None,
     timeout: float | None = None,
@@ -302,7 +312,7 @@ def map(
 
         conveyor.map(lambda x: x ** 2, range(10))   # [0, 1, 4, ..., 81]
     """
-    return shared_pool(workers, backend).map(
+    return shared_pool(workers, backend, client).map(
         fn,
         items,
         star=star,
@@ -318,7 +328,8 @@ def imap(
     items: Iterable[Any],
     *,
     workers: int | None = None,
-    backend: BackendName = "process",
+    backend: BackendName | None = None,
+    client: Any = None,
     ordered: bool = True,
     star: bool = False,
     chunksize: int | None = None,
@@ -333,7 +344,7 @@ def imap(
         for line in conveyor.imap(str.upper, open("names.txt")):
             print(line, end="")
     """
-    return shared_pool(workers, backend).imap(
+    return shared_pool(workers, backend, client).imap(
         fn,
         items,
         ordered=ordered,
@@ -345,11 +356,22 @@ def imap(
     )
 
 
-def submit(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-    """Run one call on the shared process pool; return a Future.
+def submit(
+    fn: Callable[..., T],
+    /,
+    *args: Any,
+    backend: BackendName | None = None,
+    client: Any = None,
+    **kwargs: Any,
+) -> Future[T]:
+    """Run one call on the shared pool; return a Future.
+
+    ``backend`` and ``client`` choose the shared pool (as for :func:`map`), so they are
+    not passed on to ``fn``: to call a function with arguments of those names, use
+    ``conveyor.shared_pool().submit(fn, backend=...)``.
 
     Example::
 
         conveyor.submit(pow, 2, 100).result()
     """
-    return shared_pool().submit(fn, *args, **kwargs)
+    return shared_pool(None, backend, client).submit(fn, *args, **kwargs)

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 
+from .._cpus import available_cpus
 from .._deadline import Deadline
 from .._engine._contract import Capabilities, EngineEvents, WorkerSetup
 from .._engine._jobs import Chunk, Job
@@ -115,6 +116,9 @@ class ThreadBackend:
     def events(self) -> EngineEvents:
         assert self._events is not None, "bind() comes first"
         return self._events
+
+    def default_size(self) -> int:
+        return available_cpus()
 
     def bind(self, events: EngineEvents) -> None:
         self._events = events

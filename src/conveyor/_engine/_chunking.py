@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .._identity import IdentityCache
@@ -34,6 +35,26 @@ MAX_HELD_BYTES = 1 << 20
 _EWMA_WEIGHT = 0.5
 
 
+@dataclass(frozen=True)
+class Pacing:
+    """How big chunks are and how many a worker holds, for one backend's overheads.
+
+    The defaults (the constants above) suit workers on this machine, ~100 us a chunk. A
+    backend whose chunk costs milliseconds (Dask: a scheduler between the parent and the
+    worker) aims at longer chunks and holds more of them, to hide a longer round trip.
+    """
+
+    target_chunk_s: float = TARGET_CHUNK_S
+    min_chunk_s: float = MIN_CHUNK_S
+    prefetch_below_s: float = PREFETCH_BELOW_S
+    hold_s: float = HOLD_S
+    max_held_chunks: int = MAX_HELD_CHUNKS
+    max_held_bytes: int = MAX_HELD_BYTES
+
+
+LOCAL_PACING = Pacing()
+
+
 class ChunkSizer:
     """Chooses chunk sizes from measured per-item time (EWMA), bytes per item and what is left.
 
@@ -41,9 +62,10 @@ class ChunkSizer:
     large costs load balance for the whole run, one that is too small costs one round trip.
     """
 
-    def __init__(self, fixed: int | None, workers: int) -> None:
+    def __init__(self, fixed: int | None, workers: int, pacing: Pacing = LOCAL_PACING) -> None:
         self.fixed = fixed
         self.workers = workers
+        self.pacing = pacing
         self.item_s: float | None = None
         self.item_bytes: float | None = None
 
@@ -63,7 +85,7 @@ class ChunkSizer:
             return self.fixed
         if self.item_s is None:
             return 1
-        size = TARGET_CHUNK_S / max(self.item_s, 1e-9)
+        size = self.pacing.target_chunk_s / max(self.item_s, 1e-9)
         if self.item_bytes:
             size = min(size, MAX_CHUNK_BYTES / self.item_bytes)
         if remaining is None:
@@ -74,7 +96,7 @@ class ChunkSizer:
             # or the tail would be W*log(N) chunks of overhead (700 for 1M tiny tasks on
             # 32 workers), and a tail of that length costs no balance worth having.
             guided = math.ceil(remaining / (2 * self.workers))
-            floor = MIN_CHUNK_S / max(self.item_s, 1e-9)
+            floor = self.pacing.min_chunk_s / max(self.item_s, 1e-9)
             size = min(size, max(guided, floor))
         return max(1, int(size))
 
@@ -102,4 +124,12 @@ class Estimates:
             self._known.put(fn, (sizer.item_s, sizer.item_bytes))
 
 
-__all__ = ["MAX_CHUNK_BYTES", "PREFETCH_BELOW_S", "TARGET_CHUNK_S", "ChunkSizer", "Estimates"]
+__all__ = [
+    "LOCAL_PACING",
+    "MAX_CHUNK_BYTES",
+    "PREFETCH_BELOW_S",
+    "TARGET_CHUNK_S",
+    "ChunkSizer",
+    "Estimates",
+    "Pacing",
+]

@@ -31,6 +31,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
 from ..errors import RemoteTraceback
+from ._chunking import LOCAL_PACING, Pacing
 from ._jobs import Chunk, Job
 from ._states import Slot
 
@@ -42,12 +43,20 @@ class Capabilities:
     ``can_kill``: a running task can be stopped (by stopping its worker), so timeouts
     and cancelling a running task free the worker. ``pickles``: tasks cross a process
     boundary, so functions, arguments and results must pickle. ``remote``: workers may
-    run on other machines (a result's host is worth reporting).
+    run on other machines (a result's host is worth reporting). ``pacing``: the chunk
+    sizes and prefetch that suit the backend's cost per chunk. ``no_timeouts``: None if
+    per-task timeouts are enforced, else why not (a pool given one is refused with it).
+    ``sends_before_ready``: a starting worker may be sent work that waits for it (a
+    process's socket holds it); if not (a Dask slot still waiting for a cluster worker),
+    a worker gets work only once it is ready.
     """
 
     can_kill: bool
     pickles: bool
     remote: bool = False
+    pacing: Pacing = LOCAL_PACING
+    no_timeouts: str | None = None
+    sends_before_ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class WorkerSetup:
     method); an option it cannot honour is an error when the backend is created.
     """
 
+    workers: int | None = None  # how many the caller asked for (None: the backend's default)
     initializer: Callable[..., Any] | None = None
     initargs: tuple[Any, ...] = ()
     worker_state: Callable[[], Any] | None = None
@@ -65,6 +75,9 @@ class WorkerSetup:
     max_memory: int | None = None  # process: resident bytes, then it is replaced
     context: BaseContext | str | None = None  # process: the start method
     thread_name_prefix: str = "conveyor-worker"  # thread: names of the worker threads
+    # dask: a ``distributed.Client``, a scheduler address, or None (a LocalCluster of the
+    # pool's own)
+    client: Any = None
     # The face's conventions, where the stdlib's APIs differ (``_frontend/_policy.py``):
     stdlib_start_method: bool = False  # the stdlib's default start method, not forkserver
     stdlib_results: bool = False  # results pickle with the stdlib pickler only
@@ -145,6 +158,9 @@ class Backend(Protocol):
 
     def bind(self, events: EngineEvents) -> None: ...
 
+    def default_size(self) -> int:
+        """How many workers the pool runs when the caller does not say."""
+
     def spawn(self, slot: Slot) -> WorkerHandle: ...
 
     def start(self) -> None: ...
@@ -172,6 +188,7 @@ __all__ = [
     "BackendFactory",
     "Capabilities",
     "EngineEvents",
+    "Pacing",
     "WorkerHandle",
     "WorkerSetup",
 ]

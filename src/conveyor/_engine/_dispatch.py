@@ -19,13 +19,12 @@ import time
 from collections import deque
 
 from ..errors import EncodeError, TaskCancelledError, describe_call
-from ._chunking import HOLD_S, MAX_HELD_BYTES, MAX_HELD_CHUNKS, PREFETCH_BELOW_S
 from ._contract import Backend
 from ._events import EventKind
 from ._jobs import Chunk, Job
 from ._ledger import Ledger
 from ._outbox import Outbox, Thunks
-from ._states import Slot
+from ._states import Slot, SlotState
 
 
 class Dispatcher:
@@ -84,10 +83,12 @@ class Dispatcher:
 
     def _free_slot(self, job: Job, size: int) -> Slot | None:
         capacity = self._capacity(job, size)
+        early = self._backend.capabilities.sends_before_ready
         best: Slot | None = None
         for slot in self._slots:
             if (
                 slot.takes_work
+                and (early or slot.state is SlotState.READY)
                 and len(slot.inflight) < capacity
                 and (best is None or len(slot.inflight) < len(best.inflight))
             ):
@@ -101,19 +102,21 @@ class Dispatcher:
         """How many chunks of this job's size a worker may hold, the running one included.
 
         Short chunks are prefetched: enough of them to keep the worker busy for
-        ``HOLD_S`` while the parent answers the others (at least one, at most
-        ``MAX_HELD_CHUNKS`` and ``MAX_HELD_BYTES``), so a worker never waits for the
-        parent between tiny tasks, as when many threads submit at once.
+        ``hold_s`` while the parent answers the others (at least one, at most
+        ``max_held_chunks`` and ``max_held_bytes``), so a worker never waits for the
+        parent between tiny tasks, as when many threads submit at once. The numbers are
+        the backend's ``Pacing`` (``_chunking.py``).
         """
         sizer = job.sizer
         if job.options.timeout is not None or sizer.item_s is None:
             return 1  # a known start time per task, or no estimate yet: no prefetch
+        pacing = sizer.pacing
         chunk_s = sizer.chunk_seconds(size)
-        if chunk_s >= PREFETCH_BELOW_S:
+        if chunk_s >= pacing.prefetch_below_s:
             return 1
-        held = min(MAX_HELD_CHUNKS - 1, int(HOLD_S / max(chunk_s, 1e-9)))
+        held = min(pacing.max_held_chunks - 1, int(pacing.hold_s / max(chunk_s, 1e-9)))
         if sizer.item_bytes:  # large arguments: what is held must fit a socket's buffer
-            held = min(held, int(MAX_HELD_BYTES / max(sizer.item_bytes * size, 1.0)))
+            held = min(held, int(pacing.max_held_bytes / max(sizer.item_bytes * size, 1.0)))
         return 1 + max(1, held)
 
     def _send(self, slot: Slot, job: Job, size: int, out: Thunks) -> None:

@@ -226,6 +226,9 @@ class Engine:
             if slot.state is SlotState.STARTING:
                 slot.state = SlotState.READY
                 log(out, logging.DEBUG, "worker %d (pid %s) ready", slot.index, slot.pid)
+                if slot.inflight:  # it starts its first task only now: so does the clock
+                    slot.inflight[0].started_at = time.monotonic()
+                self._dispatcher.dispatch(out)
 
     def on_retiring(self, slot: Slot) -> None:
         """The worker will exit after this message (its memory limit): give it no more."""

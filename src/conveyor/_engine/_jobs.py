@@ -146,6 +146,8 @@ class Job:
         self.admission = admission
         self.input_error: BaseException | None = None  # what a lazy input raised
         self.shipped: Any = None  # what the backend made of ``fn`` (its pickle, its id)
+        # task index -> the workers it crashed, attempt by attempt (named in the error)
+        self.crashed_on: dict[int, list[str]] = {}
         self.cancelled = False
         self._sequence = items
         self._next_index = 0

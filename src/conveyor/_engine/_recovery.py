@@ -130,12 +130,15 @@ class Recovery:
         """A lone task crashed its worker: run it again while it has retries left."""
         job, index, item = chunk.job, chunk.indices[0], chunk.items[0]
         attempt, retries = chunk.attempt + 1, job.options.retries
+        sites = job.crashed_on.setdefault(index, [])
+        sites.append(_describe_worker(slot))
         crash = WorkerCrashedError(
             pid=slot.pid,
             exitcode=exitcode,
             task=_describe_task(chunk),
             attempts=attempt,
             retries=retries,
+            workers=list(sites),
         )
         if attempt <= retries and not job.cancelled:
             self._ledger.counters.tasks_retried += 1
@@ -143,6 +146,7 @@ class Recovery:
             job.requeue((index,), [item], attempt)
             self._dispatcher.put_first(job)
         else:
+            job.crashed_on.pop(index, None)
             self._ledger.failed(job, index, crash, out, chunk=chunk, slot=slot)
 
     def _retried(
@@ -199,6 +203,13 @@ def _describe_task(chunk: Chunk) -> str:
     """The task of a one-task chunk, for messages (its index only when the job has more)."""
     job = chunk.job
     return describe_call(job.fn, chunk.indices[0] if job.total != 1 else None)
+
+
+def _describe_worker(slot: Slot) -> str:
+    """A worker, for messages: its process, and its host when it is remote."""
+    host = slot.handle.host if slot.handle is not None else None
+    pid = f"pid {slot.pid}" if slot.pid is not None else "pid unknown"
+    return f"{host} ({pid})" if host else pid
 
 
 __all__ = ["MAX_STARTUP_FAILURES", "Recovery"]

@@ -13,7 +13,6 @@ from multiprocessing.context import BaseContext
 from typing import Any, Literal, NamedTuple
 
 from .. import _backends
-from .._cpus import available_cpus
 from .._deadline import Deadline
 from .._engine._engine import Engine
 from .._engine._events import Subscriber
@@ -26,7 +25,7 @@ from ._policy import CompatPolicy
 from ._progress import ProgressArg, follow
 from ._subscription import Subscription
 
-BackendName = Literal["process", "thread"]
+BackendName = Literal["process", "thread", "dask"]
 
 
 # How long terminate() waits for the workers, then for each lazy input's thread.
@@ -46,7 +45,7 @@ class PoolCore:
 
     def __init__(
         self,
-        backend: BackendName,
+        backend: str,
         workers: int | None,
         *,
         context: BaseContext | str | None = None,
@@ -58,10 +57,9 @@ class PoolCore:
         finish_at_exit: bool = False,
         max_worker_memory: int | None = None,
         thread_name_prefix: str = "conveyor-worker",
+        client: Any = None,
         policy: CompatPolicy,
     ) -> None:
-        if workers is None:
-            workers = available_cpus()
         if max_worker_memory is not None and (
             not isinstance(max_worker_memory, int) or max_worker_memory <= 0
         ):
@@ -78,11 +76,18 @@ class PoolCore:
             max_memory=max_worker_memory,
             context=context,
             thread_name_prefix=thread_name_prefix,
+            client=client,
+            workers=workers,
         )
         self.policy = policy
-        self.engine = Engine(
-            _backends.create(backend, setup), workers, max_tasks_per_worker=max_tasks_per_worker
-        )
+        chosen = _backends.create(backend, setup)
+        refusal = chosen.capabilities.no_timeouts
+        if options is not None and options.timeout is not None and refusal:
+            chosen.abort_start()
+            raise ValueError(refusal)
+        if workers is None:
+            workers = chosen.default_size()
+        self.engine = Engine(chosen, workers, max_tasks_per_worker=max_tasks_per_worker)
         self.options = options or TaskOptions()
         self._feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
         self._accepting = True
@@ -98,7 +103,7 @@ class PoolCore:
     def sizer(self, chunksize: int | None) -> ChunkSizer:
         if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
-        return ChunkSizer(chunksize, self.engine.size)
+        return ChunkSizer(chunksize, self.engine.size, self.engine.backend.capabilities.pacing)
 
     def submit_call(
         self,

@@ -23,6 +23,7 @@ import os
 from multiprocessing.context import BaseContext
 
 from ..._compat import forkserver_preload, starting_as_worker
+from ..._cpus import available_cpus
 from ..._engine._contract import Capabilities, EngineEvents, WorkerSetup
 from ..._engine._jobs import Job
 from ..._engine._states import Slot
@@ -124,6 +125,9 @@ class ProcessBackend:
         return self._supervisor
 
     # --- Backend --------------------------------------------------------------------------
+
+    def default_size(self) -> int:
+        return available_cpus()
 
     def bind(self, events: EngineEvents) -> None:
         self._supervisor = Supervisor(events, self.traceback_type, self.segments)

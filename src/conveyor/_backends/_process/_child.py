@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from ..._run import FAILED, CallMode, as_task_error, run_chunk
+from ..._run import CallMode, run_chunk
 from ..._state import install_state
 from ..._transport._mainscript import MainKind, start_worker
 from ..._transport._protocol import (
@@ -23,16 +23,9 @@ from ..._transport._protocol import (
     WorkerConfig,
     WorkerExit,
 )
-from ..._transport._serialize import (
-    RESULT_NOT_PICKLED_NOTE,
-    add_note,
-    dumps,
-    loads,
-    pack_exception,
-    stdlib_dumps,
-)
-from ..._transport._shm import AVAILABLE as SHM_AVAILABLE
-from ..._transport._shm import MappedBuffers, OutOfBand
+from ..._transport._results import ResultEncoder, unpickle_failure
+from ..._transport._serialize import dumps, loads, pack_exception
+from ..._transport._shm import MappedBuffers
 from ..._transport._socket import WorkerEnd
 from ...errors import SerializationError, SocketClosed
 from ._shipping import FunctionTable
@@ -93,7 +86,7 @@ def _serve(link: WorkerEnd, config: WorkerConfig) -> None:
     functions = FunctionTable()
     max_tasks = config.max_tasks
     memory = _MemoryGauge(config.max_memory)
-    encode = _ResultEncoder(config.stdlib_results, config.result_error)
+    encode = ResultEncoder(config.stdlib_results, config.result_error)
     done = 0
     spin_s = 0.0  # no spinning for the first task: it may be a long time coming
     while (max_tasks is None or done < max_tasks) and not memory.exceeded():
@@ -111,7 +104,7 @@ def _serve(link: WorkerEnd, config: WorkerConfig) -> None:
         try:
             items = loads(memoryview(frame)[offset + func_len :], mapped.buffers)
         except Exception as exc:
-            _send(link, _DONE, chunk_id, 0.0, _unpickle_failure(exc), mapped.released_mask())
+            _send(link, _DONE, chunk_id, 0.0, unpickle_failure(exc), mapped.released_mask())
             continue
         values, errors, compute_s = run_chunk(fn, CallMode(mode), items)
         del items
@@ -151,59 +144,6 @@ def _load_function(data: Any) -> Any:
         return loads(data)
     except Exception as exc:
         return _BrokenFunction(exc)
-
-
-def _unpickle_failure(exc: BaseException) -> tuple[Any, Any]:
-    error = SerializationError(f"the worker could not unpickle the task's arguments: {exc!r}")
-    return (None, {-1: pack_exception(error)})
-
-
-class _ResultEncoder:
-    """Pickles a chunk's results; a result that cannot be pickled fails alone.
-
-    The stdlib-compatible pools pickle results with the stdlib pickler only, and report a
-    failure as the stdlib does (``MaybeEncodingError`` for ``multiprocessing``, the
-    pickler's own exception for ``concurrent.futures``); conveyor's own API also takes
-    what only cloudpickle can pickle (a lambda as a result).
-    """
-
-    def __init__(self, stdlib_only: bool, error_type: type[Exception] | None) -> None:
-        self._error_type = error_type
-        self._dumps = stdlib_dumps if stdlib_only else dumps
-
-    def __call__(
-        self, values: list[Any], errors: dict[int, BaseException]
-    ) -> tuple[bytes, list[int]]:
-        """The pickled results, and the shared-memory descriptors of their large buffers."""
-        packed = {pos: pack_exception(exc) for pos, exc in errors.items()} if errors else None
-        if packed:
-            values = [None if v is FAILED else v for v in values]
-        oob = OutOfBand() if SHM_AVAILABLE else None
-        try:
-            return self._dumps((values, packed), oob), oob.fds if oob else []
-        except BaseException:  # a hostile __reduce__ may raise anything, even SystemExit
-            values, packed = self._isolate_failures(values, packed or {})
-            oob = OutOfBand() if SHM_AVAILABLE else None
-            return dumps((values, packed), oob), oob.fds if oob else []
-
-    def _isolate_failures(
-        self, values: list[Any], packed: dict[int, Any]
-    ) -> tuple[list[Any], dict[int, Any]]:
-        for pos, value in enumerate(values):
-            if pos in packed:
-                continue
-            try:
-                self._dumps(value)
-            except BaseException as exc:
-                values[pos] = None
-                packed[pos] = pack_exception(self._describe(exc, value, pos))
-        return values, packed
-
-    def _describe(self, exc: BaseException, value: Any, pos: int) -> BaseException:
-        if self._error_type is not None:  # multiprocessing's MaybeEncodingError
-            return self._error_type(exc, value)
-        exc = as_task_error(exc)
-        return add_note(exc, f"{RESULT_NOT_PICKLED_NOTE} ({type(value).__name__}) to send it back")
 
 
 def _send(

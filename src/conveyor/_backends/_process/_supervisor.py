@@ -15,18 +15,15 @@ import pickle
 import selectors
 import threading
 import time
-from typing import TYPE_CHECKING, Any
 
 from ..._engine._contract import EngineEvents
 from ..._transport._mainscript import main_module
 from ..._transport._protocol import RESULT_HEADER, MessageKind, WorkerExit
-from ..._transport._serialize import RESULT_NOT_PICKLED_NOTE, add_note, loads, unpack_exception
+from ..._transport._results import decode_results, name_tasks_of_unpicklable_results
+from ..._transport._serialize import unpack_exception
 from ..._transport._shm import SegmentCache, map_fds
-from ...errors import SerializationError, SocketClosed, WorkerInitError, describe_call
+from ...errors import SocketClosed, WorkerInitError
 from ._handle import ProcessWorker
-
-if TYPE_CHECKING:
-    from ..._engine._jobs import Chunk
 
 # The supervisor wakes at least this often even with nothing to do: a cheap safety net
 # so that no missed wake-up can ever turn into a hang.
@@ -198,9 +195,9 @@ class Supervisor:
         events = self._events
         if kind == _DONE:
             chunk = worker.answered(released)
-            values, errors = _decode_results(body, self._traceback_type, fds)
+            values, errors = decode_results(body, self._traceback_type, map_fds(fds))
             if errors and chunk is not None:
-                _name_tasks_of_unpicklable_results(errors, chunk)
+                name_tasks_of_unpicklable_results(errors, chunk.job.fn, chunk.indices)
             events.on_chunk_done(worker.slot, chunk_id, values, errors, compute_s, len(frame))
         elif kind == MessageKind.READY:
             events.on_ready(worker.slot)
@@ -216,11 +213,17 @@ class Supervisor:
         self._forget_socket(worker)
         self._selector.unregister(worker.process.sentinel)
         worker.process.join(timeout=5)
+        if worker.process.exitcode is None:
+            # Its sentinel closed but it has not exited (it closed the descriptor itself,
+            # or a child it forked holds it): it is of no use to us any more either.
+            worker.kill()
+            worker.process.join(timeout=5)
         exitcode = worker.process.exitcode
         worker.exited = True
         self._live.pop(worker.pid or -1, None)
         worker.close_link()
-        worker.process.close()
+        if exitcode is not None:
+            worker.process.close()
         if exitcode == WorkerExit.MAIN_WITHOUT_GUARD:
             error = WorkerInitError.main_without_guard(_main_script_name())
             self._events.on_cannot_start(worker.slot, error)
@@ -241,32 +244,6 @@ class Supervisor:
             self._closed = True
             os.close(self._wake_r)
             os.close(self._wake_w)
-
-
-def _decode_results(
-    body: memoryview, traceback_type: type[Exception], fds: list[int]
-) -> tuple[list[Any], dict[int, BaseException]]:
-    try:
-        values, packed = loads(body, map_fds(fds))
-    except BaseException as exc:  # even SystemExit from a hostile __reduce__: never let
-        # it end the supervisor thread, which would leave every caller waiting forever
-        error = SerializationError(f"cannot unpickle a task's result in the parent: {exc!r}")
-        error.__cause__ = exc
-        return [], {-1: error}
-    if not packed:
-        return values, {}
-    return values, {pos: unpack_exception(p, traceback_type) for pos, p in packed.items()}
-
-
-def _name_tasks_of_unpicklable_results(errors: dict[int, BaseException], chunk: Chunk) -> None:
-    """The worker said a result could not be pickled; the parent knows which task it was."""
-    for pos, exc in errors.items():
-        if pos < 0:
-            continue
-        notes = getattr(exc, "__notes__", None) or ()
-        if any(isinstance(n, str) and n.startswith(RESULT_NOT_PICKLED_NOTE) for n in notes):
-            task = describe_call(chunk.job.fn, chunk.indices[pos])
-            add_note(exc, f"conveyor: the result was returned by {task}")
 
 
 def _main_script_name() -> str:
