@@ -106,11 +106,12 @@ def test_scheduler_gone_fails_every_waiting_caller_within_seconds(tmp_path):
 
 
 def test_task_timeout_restarts_the_worker_and_the_pool_goes_on(dask_client, tmp_path):
-    gate = str(tmp_path / "gate")
+    started, gate = tmp_path / "started", str(tmp_path / "gate")
     with conveyor.WorkerPool(2, backend="dask", client=dask_client, timeout=1.0) as pool:
-        stuck = pool.submit(tasks.wait_for_path, gate)
+        stuck = pool.submit(tasks.announce_then_wait, str(started), gate)
         with pytest.raises(conveyor.TaskTimeoutError):
             stuck.result(timeout=WAIT_S)
+        _wait_for(lambda: _gone(int(started.read_text())), "the overdue task's worker to die")
         assert pool.map(tasks.square, range(20)) == [x * x for x in range(20)]
         assert pool.statistics().task_timeouts == 1
     _wait_for_workers(dask_client, 2)
@@ -124,6 +125,7 @@ def test_cancel_of_a_running_task_restarts_its_worker(dask_client, tmp_path):
         assert pool.cancel(future) is True
         with pytest.raises(conveyor.TaskCancelledError):
             future.result(timeout=WAIT_S)
+        _wait_for(lambda: _gone(int(started.read_text())), "the cancelled task's worker to die")
         assert pool.submit(tasks.square, 3).result(timeout=WAIT_S) == 9
     _wait_for_workers(dask_client, 2)
 
@@ -299,6 +301,13 @@ def _wait_for(predicate, what: str, timeout: float = WAIT_S) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _worker_addresses(client) -> list[str]:

@@ -63,7 +63,7 @@ class Cluster:
                 n_workers=workers or available_cpus(),
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: never a clash with another cluster
             )
             self.client = distributed.Client(self._own_cluster, set_as_default=False)
             self._own_client = True

@@ -151,9 +151,10 @@ def run_pool_chunk(
     return Answer.DONE, payload, compute_s, os.getpid()
 
 
-def kill_this_worker() -> None:
+async def kill_this_worker() -> None:
     """Run on a Dask worker (``Client.run``) to stop the task it runs: the worker process
-    dies at once, as in a crash, and its nanny starts a fresh one."""
+    dies at once, as in a crash, and its nanny starts a fresh one. A coroutine, because
+    ``Client.run(..., wait=False)`` takes only those (nobody could wait for the answer)."""
     os.kill(os.getpid(), signal.SIGKILL)
 
 
