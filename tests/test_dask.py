@@ -317,3 +317,19 @@ def _worker_addresses(client) -> list[str]:
 def _wait_for_workers(client, n: int) -> None:
     """Leave the session cluster as we found it: n workers (a killed one is restarted)."""
     _wait_for(lambda: len(_worker_addresses(client)) >= n, f"{n} Dask workers")
+
+
+def test_timeouts_are_refused_on_workers_without_a_nanny():
+    from distributed import Client, LocalCluster
+
+    # Workers in this process have no nanny: nothing could stop a running task.
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        with pytest.raises(ValueError, match="nanny"):
+            conveyor.WorkerPool(1, backend="dask", client=client, timeout=5)
+        with conveyor.WorkerPool(1, backend="dask", client=client) as pool:
+            with pytest.raises(ValueError, match="nanny"):
+                pool.map(tasks.square, range(3), timeout=5)
+            assert pool.map(tasks.square, range(3)) == [0, 1, 4]
