@@ -36,6 +36,12 @@ def pool(dask_client):
         yield pool
 
 
+def test_default_size_is_the_clusters_thread_count(dask_client):
+    threads = sum(dask_client.nthreads().values())
+    with conveyor.WorkerPool(backend="dask", client=dask_client) as pool:
+        assert pool.workers == threads >= 1
+
+
 def test_map_on_dask_runs_on_the_cluster_workers(pool, dask_client):
     addresses = pool.map(tasks.dask_worker_address, range(50))
     assert set(addresses) <= set(_worker_addresses(dask_client))

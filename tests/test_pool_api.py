@@ -14,6 +14,7 @@ import pytest
 
 import conveyor
 import tasks
+from conftest import skip_on_dask
 
 
 def test_apply_returns_the_call_result(make_pool):
@@ -251,7 +252,8 @@ def test_maxtasksperchild_replaces_workers(backend):
     assert max(counts.values()) <= 3
 
 
-def test_default_size_is_the_usable_cpu_count(make_pool):
+def test_default_size_is_the_usable_cpu_count(make_pool, backend):
+    skip_on_dask(backend, "the default size is the cluster's thread count (test_dask.py)")
     pool = make_pool()
     assert pool._processes == conveyor.available_cpus()
     assert pool.stats().size == conveyor.available_cpus()

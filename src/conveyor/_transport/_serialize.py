@@ -22,7 +22,12 @@ from typing import Any
 import cloudpickle
 
 from .._compat import forking_reducers
-from ..errors import RemoteTraceback, UnpicklableExceptionError, describe_callable
+from ..errors import (
+    RemoteTraceback,
+    SerializationError,
+    UnpicklableExceptionError,
+    describe_callable,
+)
 from ._mainscript import MainView, WorkerView, is_main_object, reduce_main_function
 from ._shm import OutOfBand
 
@@ -198,6 +203,28 @@ def loads(data: Any, buffers: list[Any] | None = None) -> Any:
     if buffers:
         return pickle.loads(data, buffers=buffers)
     return pickle.loads(data)
+
+
+class BrokenFunction:
+    """Stands in for a task's function that a worker could not unpickle: every call
+    raises a ``SerializationError`` that says why, so each task fails, and the worker
+    goes on."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise SerializationError(
+            f"the worker could not unpickle the task's function: {self.error!r}"
+        ) from self.error
+
+
+def load_function(data: Any) -> Any:
+    """A task's function from its pickle, or a ``BrokenFunction`` saying why not."""
+    try:
+        return loads(data)
+    except Exception as exc:
+        return BrokenFunction(exc)
 
 
 def add_note(exc: BaseException, note: str) -> BaseException:

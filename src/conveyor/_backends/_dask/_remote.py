@@ -24,8 +24,7 @@ import cloudpickle
 from ..._run import CallMode, run_chunk
 from ..._state import StateHolder, use_state
 from ..._transport._results import ResultEncoder, unpickle_failure
-from ..._transport._serialize import dumps, loads, pack_exception
-from ...errors import SerializationError
+from ..._transport._serialize import dumps, load_function, loads, pack_exception
 from ._cluster import import_distributed
 
 if TYPE_CHECKING:
@@ -40,18 +39,6 @@ FUNCTIONS_KEPT = 64
 class Answer(IntEnum):
     DONE = 0
     INIT_FAILED = 1
-
-
-class _BrokenFunction:
-    """Stands in for a function the worker could not unpickle; every call reports why."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise SerializationError(
-            f"the Dask worker could not unpickle the task's function: {self.error!r}"
-        ) from self.error
 
 
 class PoolHere:
@@ -89,10 +76,7 @@ class PoolHere:
             if fn is not None:
                 self._functions.move_to_end(blob)
                 return fn
-        try:
-            fn = loads(blob)
-        except Exception as exc:
-            fn = _BrokenFunction(exc)
+        fn = load_function(blob)
         with self._lock:
             self._functions[blob] = fn
             while len(self._functions) > FUNCTIONS_KEPT:

@@ -24,10 +24,10 @@ from ..._transport._protocol import (
     WorkerExit,
 )
 from ..._transport._results import ResultEncoder, unpickle_failure
-from ..._transport._serialize import dumps, loads, pack_exception
+from ..._transport._serialize import dumps, load_function, loads, pack_exception
 from ..._transport._shm import MappedBuffers
 from ..._transport._socket import WorkerEnd
-from ...errors import SerializationError, SocketClosed
+from ...errors import SocketClosed
 from ._shipping import FunctionTable
 from ._watchdog import die_with_parent
 
@@ -37,18 +37,6 @@ SPIN_FOR_NEXT_TASK_S = 0.0002
 # Module-level names: the loop compares every frame's kind with them.
 _STOP = MessageKind.STOP
 _DONE = MessageKind.DONE
-
-
-class _BrokenFunction:
-    """Stands in for a function the worker could not unpickle; every call reports why."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise SerializationError(
-            f"the worker could not unpickle the task's function: {self.error!r}"
-        ) from self.error
 
 
 def main(
@@ -98,7 +86,7 @@ def _serve(link: WorkerEnd, config: WorkerConfig) -> None:
             return
         offset = TASK_HEADER.size
         if func_len:
-            functions.put(func_id, _load_function(frame[offset : offset + func_len]))
+            functions.put(func_id, load_function(frame[offset : offset + func_len]))
         fn = functions.get(func_id)
         mapped = MappedBuffers(fds)
         try:
@@ -137,13 +125,6 @@ class _MemoryGauge:
         if self._process is None:
             return False
         return bool(self._process.memory_info().rss > self._limit)
-
-
-def _load_function(data: Any) -> Any:
-    try:
-        return loads(data)
-    except Exception as exc:
-        return _BrokenFunction(exc)
 
 
 def _send(
