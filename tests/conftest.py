@@ -116,6 +116,26 @@ def no_leaks():
     )
 
 
+WAIT_S = 30.0  # generous bound on any single wait; a passing test takes a fraction of it
+
+
+def wait_until(predicate, what: str, timeout: float = WAIT_S) -> None:
+    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def process_gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: it runs nothing any more)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _describe(p: psutil.Process) -> str:
     try:
         return f"{p.status()} {' '.join(p.cmdline())[:80]}"

@@ -23,11 +23,11 @@ import pytest
 
 import conveyor
 import tasks
-from conftest import HAVE_DASK, TESTS_DIR, start_dask_cluster
+from conftest import HAVE_DASK, TESTS_DIR, process_gone, start_dask_cluster, wait_until
 
 pytestmark = pytest.mark.skipif(not HAVE_DASK, reason="distributed is not installed")
 
-WAIT_S = 60.0
+WAIT_S = 60.0  # a worker restarted by its nanny may take a while on a busy machine
 
 
 @pytest.fixture
@@ -117,7 +117,9 @@ def test_task_timeout_restarts_the_worker_and_the_pool_goes_on(dask_client, tmp_
         stuck = pool.submit(tasks.announce_then_wait, str(started), gate)
         with pytest.raises(conveyor.TaskTimeoutError):
             stuck.result(timeout=WAIT_S)
-        _wait_for(lambda: _gone(int(started.read_text())), "the overdue task's worker to die")
+        wait_until(
+            lambda: process_gone(int(started.read_text())), "the overdue task's worker to die"
+        )
         assert pool.map(tasks.square, range(20)) == [x * x for x in range(20)]
         assert pool.statistics().task_timeouts == 1
     _wait_for_workers(dask_client, 2)
@@ -127,11 +129,13 @@ def test_cancel_of_a_running_task_restarts_its_worker(dask_client, tmp_path):
     started, gate = tmp_path / "started", str(tmp_path / "gate")
     with conveyor.WorkerPool(2, backend="dask", client=dask_client) as pool:
         future = pool.submit(tasks.announce_then_wait, str(started), gate)
-        _wait_for(started.exists, "the task to start")
+        wait_until(started.exists, "the task to start")
         assert pool.cancel(future) is True
         with pytest.raises(conveyor.TaskCancelledError):
             future.result(timeout=WAIT_S)
-        _wait_for(lambda: _gone(int(started.read_text())), "the cancelled task's worker to die")
+        wait_until(
+            lambda: process_gone(int(started.read_text())), "the cancelled task's worker to die"
+        )
         assert pool.submit(tasks.square, 3).result(timeout=WAIT_S) == 9
     _wait_for_workers(dask_client, 2)
 
@@ -301,28 +305,13 @@ def _capture(box: list, fn, *args) -> None:
         box.append(exc)
 
 
-def _wait_for(predicate, what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _worker_addresses(client) -> list[str]:
     return list(client.scheduler_info()["workers"])
 
 
 def _wait_for_workers(client, n: int) -> None:
     """Leave the session cluster as we found it: n workers (a killed one is restarted)."""
-    _wait_for(lambda: len(_worker_addresses(client)) >= n, f"{n} Dask workers")
+    wait_until(lambda: len(_worker_addresses(client)) >= n, f"{n} Dask workers")
 
 
 def test_timeouts_are_refused_on_workers_without_a_nanny():

@@ -23,22 +23,12 @@ import pytest
 import conveyor
 import conveyor._frontend._feeder
 import tasks
-
-WAIT_S = 30.0  # generous bound on any single wait; a passing test takes a fraction of it
+from conftest import WAIT_S, wait_until
 
 EXECUTORS = {
     "process": conveyor.ProcessPoolExecutor,
     "thread": conveyor.ThreadPoolExecutor,
 }
-
-
-def wait_until(predicate, what: str, timeout: float = WAIT_S) -> None:
-    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 class Gate:

@@ -14,29 +14,11 @@ from collections import defaultdict
 from concurrent import futures
 from pathlib import Path
 
-import psutil
 import pytest
 
 import conveyor
 import tasks
-
-WAIT_S = 30.0  # generous bound on any single wait; a passing test takes a fraction of it
-
-
-def wait_until(predicate, what: str, timeout: float = WAIT_S) -> None:
-    """Poll ``predicate`` until it holds; fail the test if it does not within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+from conftest import WAIT_S, process_gone, wait_until
 
 
 def live_worker_pids(pool: conveyor.WorkerPool) -> set[int]:

@@ -37,9 +37,8 @@ def import_distributed() -> Any:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """One Dask worker, as the scheduler describes it."""
+    """One Dask worker, as the scheduler describes it (keyed by its address)."""
 
-    address: str
     nthreads: int
     nanny: str | None  # a nanny can restart the worker (conveyor's way to stop a task)
 
@@ -83,7 +82,7 @@ class Cluster:
             self.client.scheduler.identity, n_workers=-1, callback_timeout=RPC_TIMEOUT_S
         )
         return {
-            address: WorkerInfo(address, int(info.get("nthreads", 1)), info.get("nanny"))
+            address: WorkerInfo(int(info.get("nthreads", 1)), info.get("nanny"))
             for address, info in identity.get("workers", {}).items()
         }
 

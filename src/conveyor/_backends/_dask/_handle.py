@@ -48,10 +48,6 @@ class DaskWorker:
         self.stopping = False
         self.exited = False
 
-    @property
-    def address(self) -> str | None:
-        return self.host
-
     # --- called by the engine (its lock held): never block, never call back ---------------
 
     def send(self, chunk: Chunk) -> int:
