@@ -8,7 +8,13 @@ import threading
 import pytest
 
 from conveyor._transport import _shm
-from conveyor._transport._socket import ParentEnd, WorkerEnd, make_socket_pair
+from conveyor._transport._socket import (
+    HEADER_BYTES,
+    READ_BYTES,
+    ParentEnd,
+    WorkerEnd,
+    make_socket_pair,
+)
 from conveyor.errors import SocketClosed
 
 SIZES = [0, 1, 11, 4096, 65535, 65536, 100_000, 3_000_000, 7]
@@ -113,3 +119,49 @@ def test_frames_of_every_size_reach_the_parent_in_order_and_intact_with_their_de
                 os.close(w)
     parent.close()
     worker.sock.close()
+
+
+def test_what_a_dead_worker_sent_is_still_read_after_a_write_to_it_failed():
+    # The worker answers, then dies with a task it never read still in its socket: the
+    # parent's next write fails, and the answers must still be read, not thrown away
+    # with the write side (their tasks would be charged with the crash).
+    parent_sock, child_sock = make_socket_pair()
+    parent, worker = ParentEnd(parent_sock), WorkerEnd(child_sock)
+    parent.write(b"a task it never reads")
+    worker.send(b"answer 1")
+    worker.send(b"answer 2")
+    child_sock.close()
+    with pytest.raises(SocketClosed):
+        parent.write(b"one more task")
+    assert parent.write_failed and not parent.closed
+    assert [bytes(p) for p, _ in parent.read_frames()] == [b"answer 1", b"answer 2"]
+    with pytest.raises(SocketClosed):
+        parent.read_frames()
+    assert parent.closed
+    parent.close()
+
+
+def test_a_reset_right_after_a_full_read_keeps_the_frames_read_before_it():
+    # Frames that fill exactly one read: the next read in the same call meets the reset
+    # (the worker died with unread input), and what was read before it must survive.
+    parent_sock, child_sock = make_socket_pair()
+    parent, worker = ParentEnd(parent_sock), WorkerEnd(child_sock)
+    per_frame = 1024
+    count = READ_BYTES // per_frame
+    small = [os.urandom(per_frame - HEADER_BYTES) for _ in range(count)]
+    parent.write(b"a task it never reads")
+    for payload in small:
+        worker.send(payload)
+    child_sock.close()
+    frames = _read_frames_until_closed(parent)
+    assert [bytes(p) for p, _ in frames] == small
+    parent.close()
+
+
+def _read_frames_until_closed(parent: ParentEnd) -> list:
+    frames: list = []
+    while True:
+        try:
+            frames += parent.read_frames()
+        except SocketClosed:
+            return frames

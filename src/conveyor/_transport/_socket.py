@@ -88,7 +88,12 @@ class ParentEnd:
         self._large: bytearray | None = None
         self._large_have = 0
         self._large_fds = 0
+        # Two ends that end apart. ``closed``: nothing more can be read (the worker's end
+        # of stream, or this end closed). ``write_failed``: the worker stopped reading
+        # (it died); what it wrote before dying is still in the socket and must be read,
+        # or the answers it sent would be lost and their tasks charged with its crash.
         self.closed = False
+        self.write_failed = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -103,7 +108,7 @@ class ParentEnd:
         Returns True if all of it went out.
         """
         fds = fds or []
-        if self.closed:
+        if self.closed or self.write_failed:
             close_fds(fds)
             raise SocketClosed("socket closed")
         header = _HEADER.pack(len(payload), len(fds))
@@ -130,7 +135,7 @@ class ParentEnd:
             except BlockingIOError:
                 return False
             except OSError as exc:
-                self.closed = True
+                self._drop_unsent()
                 raise SocketClosed(str(exc)) from exc
             if sent == len(head):
                 out.popleft()
@@ -138,6 +143,13 @@ class ParentEnd:
                 out[0] = (head[sent:], [])
                 return False
         return True
+
+    def _drop_unsent(self) -> None:
+        """The worker reads no more: nothing buffered for it will ever go."""
+        self.write_failed = True
+        for _, fds in self._out:
+            close_fds(fds)
+        self._out.clear()
 
     def read_frames(self) -> list[Frame]:
         """Read what is available; return the complete frames. Raises SocketClosed on EOF.
@@ -156,15 +168,10 @@ class ParentEnd:
             except BlockingIOError:
                 break
             except OSError as exc:
-                self.closed = True
-                raise SocketClosed(str(exc)) from exc
+                return self._last_frames(frames, str(exc))
             self._received.add(ancdata)
             if not n:
-                self.closed = True
-                frames += self._split(buf)
-                if frames:
-                    return frames
-                raise SocketClosed("worker closed its socket")
+                return self._last_frames(frames, "worker closed its socket")
             buf += scratch[:n]
             if n < READ_BYTES:
                 break
@@ -177,6 +184,14 @@ class ParentEnd:
         if self._large is not None:  # the split found the head of a large frame
             self._read_large(frames)
         return frames
+
+    def _last_frames(self, frames: list[Frame], why: str) -> list[Frame]:
+        """The stream has ended: the complete frames read so far still count."""
+        self.closed = True
+        frames += self._split(self._in)
+        if frames:
+            return frames  # the caller sees `closed`; a read after this raises
+        raise SocketClosed(why)
 
     def _read_large(self, frames: list[Frame]) -> bool:
         """Read on into the large frame; True once it is complete (added to ``frames``)."""
@@ -237,9 +252,7 @@ class ParentEnd:
 
     def close(self) -> None:
         self.closed = True
-        for _, fds in self._out:
-            close_fds(fds)
-        self._out.clear()
+        self._drop_unsent()
         self._received.close()
         self.sock.close()
 

@@ -138,7 +138,8 @@ class Supervisor:
                 worker.process.sentinel, selectors.EVENT_READ, (_SENTINEL, worker)
             )
         for worker in want_write:
-            if not worker.link.closed and worker.pid in self._live:
+            link = worker.link
+            if not (link.closed or link.write_failed) and worker.pid in self._live:
                 self._selector.modify(
                     worker.link.fileno(),
                     selectors.EVENT_READ | selectors.EVENT_WRITE,
@@ -209,7 +210,9 @@ class Supervisor:
 
     def _reap(self, worker: ProcessWorker) -> None:
         if not worker.link.closed:
-            self._read(worker)  # results it sent before dying still count
+            # Results it sent before dying still count, even when a write to it has
+            # already failed: they are in the socket, and their tasks are not the crash's.
+            self._read(worker)
         self._forget_socket(worker)
         self._selector.unregister(worker.process.sentinel)
         worker.process.join(timeout=5)
