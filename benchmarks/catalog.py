@@ -119,6 +119,14 @@ FIGURES: list[Figure] = [
         Figure(f"callers_w{n}_per_s", "callers", f"{n} workers", "round trips/s", True)
         for n in MANY_WORKER_COUNTS
     ),
+    Figure(
+        "callers_forkserver_w2_per_s",
+        "callers",
+        "2 workers, all forkserver",
+        "round trips/s",
+        True,
+        chart=False,
+    ),
     *(
         Figure(
             f"workers_w{n}_tasks_per_s", "workers", f"{n} workers", "tasks/s", True, log_scale=True

@@ -158,16 +158,29 @@ def io_bound(engine: Engine, ctx: CaseContext) -> Figures:
 
 
 def many_callers(engine: Engine, ctx: CaseContext) -> Figures:
-    """Many threads, each doing sequential round trips, on pools of several sizes."""
-    return {
+    """Many threads, each doing sequential round trips, on pools of several sizes.
+
+    Also at 2 workers with every engine's workers started by a forkserver: workers made
+    by a plain fork share the parent's memory, which makes each round trip cheaper for
+    every engine alike (see docs/performance.md), so engines whose default start method
+    differs are compared like for like there.
+    """
+    figures: Figures = {
         f"callers_w{workers}_per_s": _callers_figure(engine, ctx, workers)
         for workers in MANY_WORKER_COUNTS
     }
+    try:
+        figures["callers_forkserver_w2_per_s"] = _callers_figure(engine, ctx, 2, "forkserver")
+    except Unsupported as reason:
+        figures["callers_forkserver_w2_per_s"] = {"status": "n/a", "detail": str(reason)}
+    return figures
 
 
-def _callers_figure(engine: Engine, ctx: CaseContext, workers: int) -> Figures:
+def _callers_figure(
+    engine: Engine, ctx: CaseContext, workers: int, start_method: str | None = None
+) -> Figures:
     sizes = ctx.sizes
-    with engine.open(workers) as pool:
+    with engine.open(workers, start_method=start_method) as pool:
         if not pool.concurrent_calls:
             raise Unsupported("its round-trip API is not safe to call from many threads")
         _run_callers(pool, sizes.callers_threads, sizes.callers_warmup_calls_each)
