@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
@@ -47,6 +48,19 @@ class _Default(enum.Enum):
 
 
 DEFAULT = _Default.DEFAULT
+
+
+class _TaskFuture(Future[T]):
+    """A future that knows its task's job, so that ``WorkerPool.cancel`` finds it.
+
+    Carried on the future rather than in a table of the pool's: a table costs an entry
+    and a done-callback per submit, paid by the supervisor on every round trip.
+    """
+
+    # Weakly: the job refers to its sink, which refers to this future, and a cycle
+    # would keep a large result alive until the garbage collector next runs.
+    job: Callable[[], Job | None] = staticmethod(lambda: None)
+    core: PoolCore | None = None
 
 
 class WorkerPool(Observable):
@@ -101,7 +115,6 @@ class WorkerPool(Observable):
             max_worker_memory=max_worker_memory,
             policy=CONVEYOR,
         )
-        self._jobs: dict[Future[Any], Job] = {}
 
     @property
     def workers(self) -> int:
@@ -118,15 +131,10 @@ class WorkerPool(Observable):
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` in a worker; return a :class:`~concurrent.futures.Future`."""
         self._core.check_accepting()
-        future: Future[T] = Future()
-        job = self._core.submit_call(fn, args, kwargs, FutureSink(future))
-        if not future.done():
-            self._jobs[future] = job
-            future.add_done_callback(self._forget)
+        future: _TaskFuture[T] = _TaskFuture()
+        future.job = weakref.ref(self._core.submit_call(fn, args, kwargs, FutureSink(future)))
+        future.core = self._core
         return future
-
-    def _forget(self, future: Future[Any]) -> None:
-        self._jobs.pop(future, None)
 
     def cancel(self, future: Future[Any]) -> bool:
         """Cancel a task from :meth:`submit`, even one that is running.
@@ -141,12 +149,13 @@ class WorkerPool(Observable):
             fut = pool.submit(long_job)
             pool.cancel(fut)
         """
+        job = None
+        if isinstance(future, _TaskFuture) and future.core is self._core:
+            job = future.job()
         if future.cancel():
-            job = self._jobs.get(future)
             if job is not None:
                 self._core.cancel(job)
             return True
-        job = self._jobs.get(future)
         if job is None or future.done() or not self._core.can_cancel_running:
             return False
         self._core.cancel(job, running=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Generic, TypeVar
 
 from .._callbacks import call_reporting_errors
@@ -131,32 +131,44 @@ class MapResult(ApplyResult[list[T]]):
 
 
 class FutureSink:
-    """Adapts a single-task job to a ``concurrent.futures.Future``."""
+    """Adapts a single-task job to a ``concurrent.futures.Future``.
+
+    Each method takes the future's lock once: with many threads calling at once, the
+    supervisor settles every round trip, and a future's lock costs it each time.
+    """
 
     def __init__(self, future: Future[Any]) -> None:
         self.future = future
+        self._running = False
 
     def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
-        if not self.future.done():
+        try:
             self.future.set_result(values[0])
+        except InvalidStateError:
+            pass  # cancelled, or failed by a terminate that came first
 
     def fail(self, index: int, exc: BaseException) -> None:
-        if not self.future.done():
+        try:
             self.future.set_exception(exc)
+        except InvalidStateError:
+            pass
 
     input_failed = fail
 
     def abort(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
+        self.fail(0, exc)
 
     def close(self, total: int) -> None:
         pass
 
     def claim(self) -> bool:
-        # A future cancelled while it waited must not run (the stdlib's contract).
-        if self.future.running():
-            return True
-        if self.future.done():
+        # A future cancelled while it waited must not run (the stdlib's contract). Sent
+        # again after a crash, it is already running: asking the future again would
+        # log a critical "unexpected state".
+        if self._running:
+            return not self.future.done()
+        try:
+            self._running = self.future.set_running_or_notify_cancel()
+        except RuntimeError:  # already failed (the pool broke as it was sent)
             return False
-        return self.future.set_running_or_notify_cancel()
+        return self._running
