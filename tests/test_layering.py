@@ -28,6 +28,7 @@ LAYERS = {
     "conveyor._run": 1,
     "conveyor._state": 1,
     "conveyor._engine": 2,
+    "conveyor._queues": 2,
     "conveyor._backends": 3,
     "conveyor._frontend": 4,
     "conveyor.pool": 5,

@@ -4,12 +4,16 @@ from ._cpus import available_cpus
 from ._engine._events import EventKind, JobEvent, TaskEvent, WorkerEvent
 from ._engine._states import ExitCause
 from ._frontend._subscription import Subscription
+from ._queues._queue import Queue, QueueStats, SimpleQueue
 from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (
     ClusterLostError,
     ConveyorError,
+    EndOfStream,
     PoolClosedError,
+    QueueOwnerGoneError,
+    QueueShutDown,
     RemoteTraceback,
     SerializationError,
     TaskCancelledError,
@@ -27,6 +31,7 @@ __all__ = [
     "AsyncResult",
     "ClusterLostError",
     "ConveyorError",
+    "EndOfStream",
     "EventKind",
     "ExitCause",
     "JobEvent",
@@ -34,8 +39,13 @@ __all__ = [
     "PoolClosedError",
     "PoolStats",
     "ProcessPoolExecutor",
+    "Queue",
+    "QueueOwnerGoneError",
+    "QueueShutDown",
+    "QueueStats",
     "RemoteTraceback",
     "SerializationError",
+    "SimpleQueue",
     "Subscription",
     "TaskCancelledError",
     "TaskEvent",

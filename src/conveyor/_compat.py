@@ -113,3 +113,18 @@ def forking_reducers() -> dict[type, Callable[[Any], Any]]:
     from multiprocessing.reduction import ForkingPickler
 
     return ForkingPickler._extra_reducers  # type: ignore[attr-defined]
+
+
+def process_arguments() -> list[Any]:
+    """The arguments of the ``multiprocessing.Process`` this process runs, if any.
+
+    Under fork a child inherits objects without unpickling them; the ones its
+    ``Process`` was given are in the process object's private ``_args`` and ``_kwargs``
+    (unchanged since Python 2.6; there is no public reader).
+    """
+    import multiprocessing
+
+    process = multiprocessing.current_process()
+    args = list(getattr(process, "_args", ()) or ())
+    kwargs = getattr(process, "_kwargs", {}) or {}
+    return args + list(kwargs.values())

@@ -11,6 +11,7 @@ written against ``multiprocessing`` or ``concurrent.futures`` keeps working::
 
 from __future__ import annotations
 
+import queue
 import signal
 from concurrent.futures import CancelledError as _FuturesCancelledError
 from concurrent.futures.process import BrokenProcessPool
@@ -20,7 +21,10 @@ from typing import Any
 __all__ = [
     "ClusterLostError",
     "ConveyorError",
+    "EndOfStream",
     "PoolClosedError",
+    "QueueOwnerGoneError",
+    "QueueShutDown",
     "RemoteTraceback",
     "SerializationError",
     "TaskCancelledError",
@@ -331,6 +335,43 @@ class PoolClosedError(ConveyorError, ValueError):
 
     Subclasses :class:`ValueError`, what ``multiprocessing.Pool`` raises; executors raise
     :class:`RuntimeError` with the stdlib's message instead.
+    """
+
+
+# --- queues and pipes -------------------------------------------------------------------
+
+
+class EndOfStream(ConveyorError, EOFError):
+    """The queue is empty and every process that put into it has closed it or died.
+
+    ``for item in queue:`` ends on it; ``get()`` raises it. An :class:`EOFError`, what a
+    ``Connection`` raises when its other end is gone::
+
+        try:
+            item = q.get()
+        except conveyor.EndOfStream:
+            ...  # nothing more will come
+    """
+
+
+# ``queue.ShutDown`` is new in Python 3.13; before, the queue's own class stands alone.
+_ShutDownBase: type[Exception] = getattr(queue, "ShutDown", Exception)
+
+
+class QueueShutDown(ConveyorError, _ShutDownBase):  # type: ignore[misc,valid-type]
+    """The queue was shut down (``shutdown()``), in this process or another one.
+
+    Raised by ``put`` at once and by ``get`` once the queue is empty (at once after
+    ``shutdown(immediate=True)``). A subclass of :class:`queue.ShutDown` on Python 3.13+.
+    """
+
+
+class QueueOwnerGoneError(ConveyorError, OSError):
+    """The process that created the queue has exited, so this process cannot join it.
+
+    A queue lives as long as the process that made it: a process that unpickles it
+    afterwards has nobody to hand it the queue's descriptors. Processes that joined
+    before go on using it.
     """
 
 

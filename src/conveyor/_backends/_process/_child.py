@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Any
 
+from ..._queues._handles import begin_task, end_task
 from ..._run import CallMode, run_chunk
 from ..._state import install_state
 from ..._transport._mainscript import MainKind, start_worker
@@ -89,12 +90,15 @@ def _serve(link: WorkerEnd, config: WorkerConfig) -> None:
             functions.put(func_id, load_function(frame[offset : offset + func_len]))
         fn = functions.get(func_id)
         mapped = MappedBuffers(fds)
+        begin_task()  # a queue among the arguments is this task's to produce into
         try:
             items = loads(memoryview(frame)[offset + func_len :], mapped.buffers)
         except Exception as exc:
+            end_task()
             _send(link, _DONE, chunk_id, 0.0, unpickle_failure(exc), mapped.released_mask())
             continue
         values, errors, compute_s = run_chunk(fn, CallMode(mode), items)
+        end_task()
         del items
         done += len(values)
         payload, result_fds = encode(values, errors)

@@ -1,0 +1,216 @@
+"""A queue's books: counters every participant can read, in one shared memory page.
+
+Every process that uses a queue gets a row of its own and is the only writer of it, so
+no counter needs a lock or an atomic add: a row's words are plain 8-byte stores, and a
+process killed between two stores leaves each word whole. Totals are sums over rows.
+Two facts share a word where a death must not split them: ``puts`` and ``gets`` hold
+``count * 2 + busy``, the busy bit set while the process is inside ``put`` or ``get``.
+A dead process whose busy bit is set was killed inside an operation, which may have
+cost one item (``statistics().interrupted``): the only loss the kernel cannot rule out.
+
+Rows are handed out under ``flock`` (released by the kernel when its holder dies); a
+row whose process is gone is reused, its counts folded into the header first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+MAGIC = 0x636F6E7665796F72  # "conveyor"
+PAGE_BYTES = 4096
+ROW_WORDS = 8  # 64 bytes: a cache line, so two processes' rows never share one
+MAX_ROWS = 1024
+TOTAL_BYTES = PAGE_BYTES + MAX_ROWS * ROW_WORDS * 8
+
+# Header words.
+H_MAGIC, H_MAXSIZE, H_ROWS, H_SHUTDOWN = 0, 1, 2, 3
+H_RETIRED_PUTS, H_RETIRED_GETS, H_RETIRED_DONE = 4, 5, 6
+H_INTERRUPTED, H_DISCARDED, H_STRANDED, H_ROOM_WAITERS, H_JOIN_WAITERS = 7, 8, 9, 10, 11
+H_SPILLED_HIGH = 12
+_HEADER_WORDS = PAGE_BYTES // 8
+
+# Row words.
+R_PID, R_PUTS, R_GETS, R_DONE, R_SPILLED, R_BLOCKED_NS = 0, 1, 2, 3, 4, 5
+
+SHUTDOWN = 1
+SHUTDOWN_IMMEDIATE = 2
+
+
+class Books:
+    """The shared page of one queue, mapped into this process."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._map = mmap.mmap(fd, TOTAL_BYTES)
+        self.words = memoryview(self._map).cast("q")
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
+
+    @classmethod
+    def create(cls, maxsize: int) -> Books:
+        fd = os.memfd_create("conveyor-queue-books", os.MFD_CLOEXEC)
+        os.ftruncate(fd, TOTAL_BYTES)
+        books = cls(fd)
+        books.words[H_MAGIC] = MAGIC
+        books.words[H_MAXSIZE] = maxsize
+        return books
+
+    @property
+    def maxsize(self) -> int:
+        return self.words[H_MAXSIZE]
+
+    # --- rows ----------------------------------------------------------------------------
+
+    def claim_row(self) -> int:
+        """A row for this process: a free one, or one whose process is gone."""
+        pid = os.getpid()
+        words = self.words
+        with self.locked():
+            used = words[H_ROWS]
+            for row in range(used):
+                if not _alive(words[_at(row, R_PID)]):
+                    self._retire(row)
+                    words[_at(row, R_PID)] = pid
+                    return row
+            if used == MAX_ROWS:
+                raise OSError(
+                    f"conveyor: more than {MAX_ROWS} live processes use this queue at once"
+                )
+            words[_at(used, R_PID)] = pid
+            words[H_ROWS] = used + 1
+            return used
+
+    def _retire(self, row: int) -> None:
+        """Fold a dead process's row into the header (under the lock), then clear it."""
+        words = self.words
+        base = PAGE_BYTES // 8 + row * ROW_WORDS
+        puts, gets = words[base + R_PUTS], words[base + R_GETS]
+        words[H_INTERRUPTED] += (puts & 1) + (gets & 1)
+        words[H_STRANDED] += words[base + R_SPILLED]
+        words[H_RETIRED_PUTS] += puts >> 1
+        words[H_RETIRED_GETS] += (gets + 1) >> 1
+        words[H_RETIRED_DONE] += words[base + R_DONE]
+        for offset in range(ROW_WORDS):
+            words[base + offset] = 0
+
+    # --- totals --------------------------------------------------------------------------
+
+    def total(self, word: int) -> int:
+        """The sum of one row word over every row (counts only: busy bits dropped)."""
+        rows = self.words[PAGE_BYTES // 8 + word :: ROW_WORDS][: self.words[H_ROWS]]
+        if word == R_PUTS:
+            return sum(value >> 1 for value in rows)  # a put in progress: not in yet
+        if word == R_GETS:
+            # A get in progress counts as taken: a consumer killed between receiving and
+            # counting must not leave the queue looking fuller than it is, which could
+            # keep a bounded queue's producers waiting forever.
+            return sum((value + 1) >> 1 for value in rows)
+        return sum(rows)
+
+    def depth(self) -> int:
+        """Items in the queue: put (and sent) minus taken, over every process ever."""
+        words = self.words
+        puts = self.total(R_PUTS) + words[H_RETIRED_PUTS]
+        gets = self.total(R_GETS) + words[H_RETIRED_GETS]
+        return max(0, puts - gets)
+
+    def unfinished(self) -> int:
+        """Items put and not yet marked done (``JoinableQueue``)."""
+        words = self.words
+        puts = self.total(R_PUTS) + words[H_RETIRED_PUTS] + self.total(R_SPILLED)
+        return puts - self.total(R_DONE) - words[H_RETIRED_DONE]
+
+    def interrupted(self) -> int:
+        """Operations a death cut short: live count of dead rows plus those retired."""
+        words = self.words
+        count = words[H_INTERRUPTED]
+        for row in range(words[H_ROWS]):
+            base = PAGE_BYTES // 8 + row * ROW_WORDS
+            pid = words[base + R_PID]
+            if pid and not _alive(pid):
+                count += (words[base + R_PUTS] & 1) + (words[base + R_GETS] & 1)
+        return count
+
+    def waiting_to_send(self) -> int:
+        """Items live processes have put that still wait in their backlogs."""
+        words = self.words
+        count = 0
+        for row in range(words[H_ROWS]):
+            base = PAGE_BYTES // 8 + row * ROW_WORDS
+            spilled = words[base + R_SPILLED]
+            if spilled and _alive(words[base + R_PID]):
+                count += spilled
+        return count
+
+    def stranded(self) -> int:
+        """Items put by processes that died before their local backlog was sent."""
+        words = self.words
+        count = words[H_STRANDED]
+        for row in range(words[H_ROWS]):
+            base = PAGE_BYTES // 8 + row * ROW_WORDS
+            pid = words[base + R_PID]
+            if pid and not _alive(pid):
+                count += words[base + R_SPILLED]
+        return count
+
+    # --- the lock ------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive across processes; the kernel releases it if the holder dies."""
+        fd = self._process_lock_fd()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _process_lock_fd(self) -> int:
+        # flock belongs to an open file description, which a forked child shares with
+        # its parent: each process opens the page anew to get one of its own.
+        pid = os.getpid()
+        if self._lock_pid != pid:
+            self._lock_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | os.O_CLOEXEC)
+            self._lock_pid = pid
+        assert self._lock_fd is not None
+        return self._lock_fd
+
+    def close(self) -> None:
+        self.words.release()
+        self._map.close()
+        if self._lock_fd is not None and self._lock_pid == os.getpid():
+            os.close(self._lock_fd)
+        self._lock_fd = None
+
+
+def _at(row: int, word: int) -> int:
+    return PAGE_BYTES // 8 + row * ROW_WORDS + word
+
+
+def row_base(row: int) -> int:
+    return PAGE_BYTES // 8 + row * ROW_WORDS
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    if pid == 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2][1:2]
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel (a zombie then counts as alive)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state not in (b"Z", b"X")
+
+
+__all__ = ["Books", "row_base"]

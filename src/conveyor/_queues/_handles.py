@@ -1,0 +1,341 @@
+"""One process's handles on a queue's kernel objects, and how they reach other processes.
+
+A queue is five descriptors and a path, made by the process that creates it:
+
+- ``tx`` / ``rx``: the two ends of a ``SOCK_SEQPACKET`` socket pair. Every producer sends
+  on ``tx``, every consumer receives on ``rx``: the kernel keeps the messages, whole and
+  in order, and gives each to exactly one reader (``_wire.py``).
+- ``alive``: the read end of a FIFO whose path producers open for writing, each its
+  own, at their first ``put``. The kernel reports ``POLLHUP`` on it once every writer
+  that ever opened it has closed, by ``close()`` or by dying: end of stream, learnt from
+  the processes themselves, with no timeout. Readers share one open file description
+  (made before any writer), so each sees the hang-up whenever it joined.
+- ``stopped``: an eventfd written once by ``shutdown()``; it stays readable, so every
+  process blocked in the queue wakes, whichever it is.
+- ``room``: a semaphore eventfd (bounded queues): a consumer posts one after taking an
+  item while producers wait for room.
+- the books (``_books.py``): a memfd holding the shared counters.
+
+They reach another process as ``multiprocessing`` passes descriptors: inherited when
+the process is being spawned, else through ``multiprocessing``'s resource sharer, which
+accepts only processes holding the creator's ``authkey``. A forked child keeps the
+handles but not the parent's producer end (``os.register_at_fork``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import itertools
+import os
+import select
+import shutil
+import socket
+import tempfile
+import threading
+import weakref
+from multiprocessing import reduction
+from typing import Any
+
+from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
+from ..errors import QueueOwnerGoneError
+from ._books import Books
+
+# The socket's buffer, in bytes (the kernel caps it at net.core.wmem_max, and doubles
+# it): what the kernel holds before ``put`` overflows into the sender's backlog.
+SOCKET_BUFFER_BYTES = 4 << 20
+# A message larger than this cannot be received in one piece: _wire sends it as a memfd.
+RECEIVE_BYTES = 256 << 10
+POLL_SLICE_S = 1.0  # waits re-check their condition at least this often: never a hang
+
+_EFD_FLAGS = os.EFD_CLOEXEC | os.EFD_NONBLOCK
+_ids = itertools.count(1)
+_live: weakref.WeakSet[QueueHandles] = weakref.WeakSet()
+_by_token: weakref.WeakValueDictionary[str, QueueHandles] = weakref.WeakValueDictionary()
+
+
+class Role(enum.Enum):
+    """What this process is to the queue's end of stream (whether it holds a writer)."""
+
+    NONE = "none"  # not a producer: it never put, or it closed, or its task ended
+    EXPECTED = "expected"  # handed the queue, not used yet: counted as a producer
+    PRODUCER = "producer"  # it put, and has not closed
+
+
+class QueueHandles:
+    """The descriptors of one queue in this process."""
+
+    def __init__(
+        self,
+        token: str,
+        fds: list[int],
+        fifo_path: str,
+        owner_pid: int,
+    ) -> None:
+        tx, rx, alive, stopped, room, books = fds
+        self.token = token
+        self.tx = socket.socket(fileno=tx)
+        self.rx = socket.socket(fileno=rx)
+        self.alive = alive
+        self.stopped = stopped
+        self.room = room
+        self.books = Books(books)
+        self.fifo_path = fifo_path
+        self.owner_pid = owner_pid
+        self.writer: int | None = None  # this process's producer end of the FIFO
+        self.role = Role.NONE
+        self.row: int | None = None
+        self.pid = os.getpid()
+        self._scratch = threading.local()
+        self.closed = False
+        _live.add(self)
+        _by_token[token] = self
+
+    @classmethod
+    def create(cls, maxsize: int) -> QueueHandles:
+        tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+        path = os.path.join(_private_dir(), f"queue-{next(_ids)}")
+        os.mkfifo(path, 0o600)
+        alive = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        books = Books.create(maxsize)
+        fds = [
+            tx.detach(),
+            rx.detach(),
+            alive,
+            os.eventfd(0, _EFD_FLAGS),
+            os.eventfd(0, _EFD_FLAGS | os.EFD_SEMAPHORE),
+            books.fd,
+        ]
+        books.close()
+        token = f"{os.getpid()}-{os.urandom(8).hex()}"
+        return cls(token, fds, path, os.getpid())
+
+    # --- crossing to another process ---------------------------------------------------
+
+    def __reduce__(self) -> Any:
+        fds = [self.tx.fileno(), self.rx.fileno(), self.alive, self.stopped, self.room]
+        fds.append(self.books.fd)
+        shared = [reduction.DupFd(fd) for fd in fds]
+        return _rebuild, (self.token, shared, self.fifo_path, self.owner_pid)
+
+    # --- producers ----------------------------------------------------------------------
+
+    def become_producer(self) -> None:
+        """This process puts: from now on, consumers wait for it to close or die."""
+        if self.writer is None:
+            self.writer = self._open_writer()
+        self.role = Role.PRODUCER
+
+    def expect_production(self) -> None:
+        """This process was handed the queue: count it as a producer until it shows it is
+        none (its first ``get`` comes before any ``put``), closes, or ends."""
+        if self.role is Role.NONE:
+            self.writer = self._open_writer()
+            self.role = Role.EXPECTED
+
+    def consuming(self) -> None:
+        """A ``get``: a process handed the queue that has not put is a consumer."""
+        if self.role is Role.EXPECTED:
+            self.stop_producing()
+
+    def stop_producing(self) -> None:
+        writer, self.writer = self.writer, None
+        self.role = Role.NONE
+        if writer is not None:
+            os.close(writer)
+
+    def _open_writer(self) -> int:
+        try:
+            return os.open(self.fifo_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise QueueOwnerGoneError(
+                f"cannot use the queue: the process that created it (pid "
+                f"{self.owner_pid}) has exited ({exc.strerror})"
+            ) from exc
+
+    # --- messages -----------------------------------------------------------------------
+
+    def try_send(self, parts: list[Any], fds: list[int]) -> bool:
+        """Send one message if the socket has room now; True once sent (fds then closed)."""
+        try:
+            self.tx.sendmsg(parts, rights(fds), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        close_fds(fds)
+        return True
+
+    def try_receive(self) -> tuple[bytes, list[int]] | None:
+        """Take one message if there is one now."""
+        scratch = self._buffer()
+        try:
+            n, ancdata, flags, _ = self.rx.recvmsg_into(
+                [scratch], ANCILLARY_BYTES, socket.MSG_DONTWAIT
+            )
+        except BlockingIOError:
+            return None
+        fds = fds_from_ancillary(ancdata)
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            close_fds(fds)
+            raise OSError("conveyor: a queue message was truncated (a bug: please report it)")
+        return bytes(scratch[:n]), fds
+
+    def _buffer(self) -> memoryview:
+        scratch = getattr(self._scratch, "view", None)
+        if scratch is None:
+            scratch = self._scratch.view = memoryview(bytearray(RECEIVE_BYTES))
+        return scratch
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def wait(self, fd: int, events: int, timeout: float | None) -> set[int]:
+        """Block until ``fd`` has ``events``, the queue is shut down, or its producers
+        are gone; return which of (fd, stopped, alive) woke it (empty: timed out).
+
+        The FIFO is watched only while it has not hung up: once it has, the hang-up
+        stays, and a caller for whom it is not yet the end (nobody has put, or items
+        are still on their way) would wake at once, again and again.
+        """
+        poller = select.poll()
+        poller.register(fd, events)
+        poller.register(self.stopped, select.POLLIN)
+        if not self.producers_gone():
+            poller.register(self.alive, 0)  # POLLHUP is always reported
+        slice_s = POLL_SLICE_S if timeout is None else min(timeout, POLL_SLICE_S)
+        return {ready for ready, _ in poller.poll(max(0.0, slice_s) * 1000)}
+
+    def producers_gone(self) -> bool:
+        """At least one producer existed and none remains (each closed or died)."""
+        poller = select.poll()
+        poller.register(self.alive, 0)
+        return bool(poller.poll(0))
+
+    def is_shut_down(self) -> bool:
+        poller = select.poll()
+        poller.register(self.stopped, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def signal_shutdown(self) -> None:
+        os.eventfd_write(self.stopped, 1)
+
+    def post_room(self) -> None:
+        os.eventfd_write(self.room, 1)
+
+    def take_room_signal(self) -> None:
+        try:
+            os.eventfd_read(self.room)
+        except BlockingIOError:
+            pass  # another waiting producer took it
+
+    # --- lifetime -----------------------------------------------------------------------
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's producer end and row are not ours."""
+        if self.writer is not None:
+            os.close(self.writer)
+            self.writer = None
+        self.role = Role.NONE
+        self.row = None
+        self.pid = os.getpid()
+        self._scratch = threading.local()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.stop_producing()
+        self.books.close()
+        close_fds([self.alive, self.stopped, self.room, self.books.fd])
+        self.tx.close()
+        self.rx.close()
+
+
+def _rebuild(token: str, shared: list[Any], fifo_path: str, owner_pid: int) -> QueueHandles:
+    try:
+        fds = [dup.detach() for dup in shared]
+    except (OSError, EOFError) as exc:
+        raise QueueOwnerGoneError(
+            f"cannot join the queue: the process that sent it (its creator is pid "
+            f"{owner_pid}) is gone ({exc})"
+        ) from exc
+    known = _by_token.get(token)
+    if known is not None and not known.closed and known.pid == os.getpid():
+        close_fds(fds)  # this process has the queue already: one set of handles each
+        handles = known
+    else:
+        handles = QueueHandles(token, fds, fifo_path, owner_pid)
+    handed_over(handles)
+    return handles
+
+
+# Queues handed to the task a pool worker is running now (None: not inside a task).
+_task_scope: list[QueueHandles] | None = None
+
+
+def handed_over(handles: QueueHandles) -> None:
+    """This process was given the queue (unpickled, or as a ``Process`` argument).
+
+    It counts as a producer until its first ``get`` or ``close()``, or until it ends,
+    so that a consumer who starts reading before a slow producer's first ``put`` does
+    not see the end of the stream early. In a pool worker the same holds until the
+    task that brought the queue returns.
+    """
+    handles.expect_production()
+    if _task_scope is not None:
+        _task_scope.append(handles)
+
+
+def begin_task() -> None:
+    """A pool worker starts a task (its arguments are about to be unpickled)."""
+    global _task_scope
+    _task_scope = []
+
+
+def end_task() -> None:
+    """The task is over: what it was handed, it no longer produces into."""
+    global _task_scope
+    scope, _task_scope = _task_scope, None
+    for handles in scope or ():
+        if not handles.closed:
+            handles.stop_producing()
+
+
+def _after_fork_in_child() -> None:
+    for handles in list(_live):
+        handles.forget_after_fork()
+    _PrivateDir.forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _PrivateDir:
+    """A directory only this user can enter, for the FIFOs; removed when we exit."""
+
+    path: str | None = None
+    pid = 0
+
+    @classmethod
+    def get(cls) -> str:
+        if cls.path is None or cls.pid != os.getpid():
+            cls.path = tempfile.mkdtemp(prefix="conveyor-queues-")  # mode 0700
+            cls.pid = os.getpid()
+            atexit.register(_remove_dir, cls.path, cls.pid)
+        return cls.path
+
+    @classmethod
+    def forget(cls) -> None:
+        cls.path, cls.pid = None, 0
+
+
+def _private_dir() -> str:
+    return _PrivateDir.get()
+
+
+def _remove_dir(path: str, pid: int) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = ["POLL_SLICE_S", "SOCKET_BUFFER_BYTES", "QueueHandles"]

@@ -1,0 +1,352 @@
+"""``conveyor.Queue`` and ``conveyor.SimpleQueue``: ``multiprocessing``'s API, made robust.
+
+What the stdlib's queues lack, each in one sentence (``docs/queues.md`` has the proofs):
+a consumer learns that every producer has closed or died (``EndOfStream``) instead of
+waiting forever; ``shutdown()`` wakes every blocked caller in every process; a process
+killed inside ``put`` or ``get`` can neither tear a message nor leave a lock held,
+because there is no lock (``_wire.py``); a pickling error reaches the caller of
+``put``; ``qsize()`` works everywhere; exit never blocks on unsent items for long.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.util import register_after_fork
+from typing import Any, Generic, TypeVar
+
+from .._compat import process_arguments
+from .._deadline import Deadline
+from ..errors import EndOfStream, QueueShutDown
+from ._backlog import Backlog
+from ._books import (
+    H_DISCARDED,
+    H_RETIRED_GETS,
+    H_RETIRED_PUTS,
+    H_ROOM_WAITERS,
+    H_SHUTDOWN,
+    R_BLOCKED_NS,
+    R_GETS,
+    R_PUTS,
+    R_SPILLED,
+    SHUTDOWN,
+    SHUTDOWN_IMMEDIATE,
+)
+from ._handles import QueueHandles, handed_over
+from ._rows import Row
+from ._wire import decode, discard, encode
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A snapshot of a queue's counters, over every process that used it.
+
+    ``stranded``: items put by processes that exited or died before their backlog was
+    sent. ``interrupted``: puts and gets cut short by a death (each may have cost one
+    item). ``discarded``: items dropped by ``shutdown(immediate=True)``.
+    """
+
+    put: int
+    got: int
+    depth: int
+    waiting_to_send: int
+    blocked_s: float
+    stranded: int
+    interrupted: int
+    discarded: int
+    maxsize: int
+
+
+class _Side:
+    """What one process keeps for a queue: its row in the books and its backlog."""
+
+    def __init__(self, handles: QueueHandles) -> None:
+        self.pid = os.getpid()
+        self.row = Row(handles.books)
+        self.backlog = Backlog(handles, self.row)
+        self.closed = False
+
+
+class Queue(Generic[T]):
+    """A process-safe FIFO queue: ``multiprocessing.Queue``'s API, plus end of stream.
+
+    Share it with ``multiprocessing.Process`` (any start method), pass it to a conveyor
+    pool's tasks, use it from threads. A *producer* is a process that has put into the
+    queue and not called :meth:`close`; once the queue is empty and every producer has
+    closed or died, :meth:`get` raises :class:`~conveyor.EndOfStream` and iteration ends::
+
+        q = conveyor.Queue()
+        with conveyor.WorkerPool(4) as pool:
+            pool.submit(produce, q)     # puts, then returns: its worker process closes
+            for item in q:              # ends once every producer is gone
+                ...
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._maxsize = maxsize if maxsize > 0 else 0
+        self._handles = QueueHandles.create(self._maxsize)
+        self._sides: _Side | None = None
+        register_after_fork(self, _after_fork_in_process_child)
+
+    def __reduce__(self) -> Any:
+        return _rebuild_queue, (type(self), self._maxsize, self._handles)
+
+    def _side(self) -> _Side:
+        side = self._sides
+        if side is None or side.pid != os.getpid():
+            side = self._sides = _Side(self._handles)
+        return side
+
+    # --- putting -------------------------------------------------------------------------
+
+    def put(self, obj: T, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``obj`` into the queue; with a ``maxsize``, wait for room (``queue.Full``)."""
+        side = self._open_side()
+        handles = self._handles
+        if handles.is_shut_down():
+            raise QueueShutDown("the queue was shut down: nothing more can be put")
+        parts, fds = encode(obj)  # an unpicklable item fails here, in the caller
+        handles.become_producer()
+        if self._maxsize:
+            self._put_bounded(side, parts, fds, block, timeout)
+        else:
+            self._send(side, parts, fds)
+
+    def _send(self, side: _Side, parts: Any, fds: list[int]) -> None:
+        if side.backlog:
+            side.backlog.add([parts], fds)  # behind this process's earlier items
+            return
+        side.row.begin_put()
+        sent = self._handles.try_send([parts], fds)
+        side.row.end_put(sent)
+        if not sent:
+            side.backlog.add([parts], fds)
+
+    def put_nowait(self, obj: T) -> None:
+        self.put(obj, False)
+
+    def _put_bounded(
+        self, side: _Side, parts: Any, fds: list[int], block: bool, timeout: float | None
+    ) -> None:
+        """Send once there is room; the check and the send are one step, under the lock."""
+        handles, books = self._handles, self._handles.books
+        deadline = Deadline(timeout if block else 0.0)
+        started = time.monotonic()
+        try:
+            while True:
+                with books.locked():
+                    if self._room_left() > 0:
+                        self._send(side, parts, fds)
+                        return
+                    if not block or deadline.expired:
+                        discard(fds)
+                        raise queue.Full
+                    books.words[H_ROOM_WAITERS] += 1
+                try:
+                    # Counted as a waiter before this last look, so a consumer that
+                    # makes room from now on posts a signal for us.
+                    if self._room_left() <= 0:
+                        ready = handles.wait(handles.room, select.POLLIN, deadline.remaining())
+                        if handles.room in ready:
+                            handles.take_room_signal()
+                        if handles.stopped in ready:
+                            discard(fds)
+                            raise QueueShutDown("the queue was shut down while put waited")
+                finally:
+                    with books.locked():
+                        books.words[H_ROOM_WAITERS] -= 1
+        finally:
+            if time.monotonic() - started > 1e-3:
+                side.row.blocked(time.monotonic() - started)
+
+    def _room_left(self) -> int:
+        books = self._handles.books
+        return self._maxsize - books.depth() - books.waiting_to_send()
+
+    # --- getting -------------------------------------------------------------------------
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """Remove and return an item; wait for one unless ``block`` is false.
+
+        Raises ``queue.Empty`` (nothing within ``timeout``), :class:`~conveyor.EndOfStream`
+        (empty, and every producer closed or died) or :class:`~conveyor.QueueShutDown`.
+        """
+        side = self._open_side()
+        handles = self._handles
+        deadline = Deadline(timeout if block else 0.0)
+        started: float | None = None
+        try:
+            while True:
+                shut = handles.books.words[H_SHUTDOWN]
+                if shut & SHUTDOWN_IMMEDIATE:
+                    raise QueueShutDown("the queue was shut down")
+                handles.consuming()
+                side.row.begin_get()
+                message = handles.try_receive()
+                side.row.end_get(message is not None)
+                if message is not None:
+                    self._made_room()
+                    return decode(*message)
+                if shut & SHUTDOWN:
+                    raise QueueShutDown("the queue was shut down and is empty")
+                if self._stream_ended():
+                    raise EndOfStream("the queue is empty and every producer has closed or died")
+                if not block or deadline.expired:
+                    raise queue.Empty
+                if started is None:
+                    started = time.monotonic()
+                handles.wait(handles.rx.fileno(), select.POLLIN, deadline.remaining())
+        finally:
+            if started is not None:
+                side.row.blocked(time.monotonic() - started)
+
+    def get_nowait(self) -> T:
+        return self.get(False)
+
+    def __iter__(self) -> Iterator[T]:
+        """Every item, until end of stream."""
+        while True:
+            try:
+                yield self.get()
+            except EndOfStream:
+                return
+
+    def _made_room(self) -> None:
+        if self._maxsize and self._handles.books.words[H_ROOM_WAITERS] > 0:
+            self._handles.post_room()
+
+    def _stream_ended(self) -> bool:
+        """Every producer closed or died (after at least one put), and nothing is on
+        its way: no live process still has items in its backlog.
+
+        The FIFO hangs up once its writers are gone, but a process handed the queue
+        holds a writer before it has put anything: one that put must have existed.
+        """
+        handles, books = self._handles, self._handles.books
+        if not handles.producers_gone():
+            return False
+        ever_put = books.total(R_PUTS) + books.words[H_RETIRED_PUTS] + books.total(R_SPILLED)
+        return ever_put > 0 and books.waiting_to_send() == 0
+
+    # --- size ----------------------------------------------------------------------------
+
+    def qsize(self) -> int:
+        """Items put and not yet taken, in every process (backlogs included)."""
+        books = self._handles.books
+        return books.depth() + books.waiting_to_send()
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        return bool(self._maxsize) and self.qsize() >= self._maxsize
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    # --- ending --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """This process puts nothing more (its backlog is still sent)."""
+        side = self._side()
+        side.closed = True
+        self._handles.stop_producing()
+
+    def join_thread(self) -> None:
+        """Wait until this process's backlog is sent (after :meth:`close`)."""
+        side = self._side()
+        if not side.closed:
+            raise ValueError("Queue.join_thread() called before Queue.close()")
+        side.backlog.flush(None)
+
+    def cancel_join_thread(self) -> None:
+        """Do not wait for this process's backlog at exit."""
+        self._side().backlog.cancelled = True
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Shut the queue down, for every process: blocked callers wake.
+
+        ``put`` then raises :class:`~conveyor.QueueShutDown`; ``get`` returns what is left
+        and then raises it, or raises it at once with ``immediate=True``, which drops
+        the items still queued (counted in ``statistics().discarded``).
+        """
+        handles = self._handles
+        books = handles.books
+        with books.locked():
+            books.words[H_SHUTDOWN] |= SHUTDOWN | (SHUTDOWN_IMMEDIATE if immediate else 0)
+        handles.signal_shutdown()
+        if immediate:
+            dropped = 0
+            while (message := handles.try_receive()) is not None:
+                discard(message[1])
+                dropped += 1
+            with books.locked():
+                books.words[H_DISCARDED] += dropped
+
+    def statistics(self) -> QueueStats:
+        books = self._handles.books
+        words = books.words
+        return QueueStats(
+            put=books.total(R_PUTS) + words[H_RETIRED_PUTS],
+            got=books.total(R_GETS) + words[H_RETIRED_GETS],
+            depth=books.depth(),
+            waiting_to_send=books.waiting_to_send(),
+            blocked_s=books.total(R_BLOCKED_NS) / 1e9,
+            stranded=books.stranded(),
+            interrupted=books.interrupted(),
+            discarded=words[H_DISCARDED],
+            maxsize=self._maxsize,
+        )
+
+    stats = statistics
+
+    def _open_side(self) -> _Side:
+        side = self._side()
+        if side.closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        return side
+
+    def __repr__(self) -> str:
+        return f"<conveyor.{type(self).__name__} maxsize={self._maxsize}>"
+
+
+class SimpleQueue(Queue[T]):
+    """``multiprocessing.SimpleQueue``'s API: unbounded, with ``get``, ``put``, ``empty``."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def put(self, obj: T) -> None:  # type: ignore[override]
+        super().put(obj)
+
+    def get(self) -> T:  # type: ignore[override]
+        return super().get()
+
+
+def _rebuild_queue(cls: type[Queue[Any]], maxsize: int, handles: QueueHandles) -> Queue[Any]:
+    queue_ = cls.__new__(cls)
+    queue_._maxsize = maxsize
+    queue_._handles = handles
+    queue_._sides = None
+    register_after_fork(queue_, _after_fork_in_process_child)
+    return queue_
+
+
+def _after_fork_in_process_child(queue_: Queue[Any]) -> None:
+    """In a child that ``multiprocessing`` forked: was it handed this queue?
+
+    A forked child inherits every queue without unpickling any; the ones among its
+    ``Process`` arguments were handed to it, as they would have been under spawn.
+    """
+    if queue_ in process_arguments():
+        handed_over(queue_._handles)
+
+
+__all__ = ["Queue", "QueueStats", "SimpleQueue"]

@@ -1,0 +1,83 @@
+"""What one queued item looks like on the wire: a message of a ``SOCK_SEQPACKET`` socket.
+
+The kernel delivers a message whole or not at all, to exactly one reader, so a process
+killed inside ``put`` or ``get`` can neither tear a message nor hold a lock: there is
+none. An item is pickled (protocol 5, multiprocessing's reducers) by the caller of
+``put``, so a pickling error reaches it at once. Buffers of 1 MiB or more (NumPy arrays)
+go out of band in memfds, as for the pools (``_transport/_shm.py``); a pickle too large
+for a message goes in a memfd of its own. Descriptors travel with their message
+(``SCM_RIGHTS``), so nothing has a name and nothing can leak: the kernel frees a memfd
+when its last descriptor and mapping are gone, whoever crashed.
+
+Message: one byte (``INLINE`` or ``IN_MEMFD``), then the pickle (inline) or nothing.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import pickle
+from collections import ChainMap
+from typing import Any
+
+from .._compat import forking_reducers
+from .._transport._fds import close_fds
+from .._transport._shm import AVAILABLE as SHM_AVAILABLE
+from .._transport._shm import OutOfBand, Segment, map_fds
+
+INLINE = b"\x00"
+IN_MEMFD = b"\x01"
+# A pickle larger than this goes in a memfd: a message must fit the socket's buffer,
+# and a big message held in the kernel counts against everyone's room.
+INLINE_MAX_BYTES = 1 << 20
+PROTOCOL = 5
+
+
+class _Pickler(pickle.Pickler):
+    """The stdlib's C pickler with what multiprocessing's pickler passes (sockets,
+    connections, libraries' registrations), read live, and out-of-band buffers."""
+
+    dispatch_table = ChainMap(forking_reducers(), copyreg.dispatch_table)  # type: ignore[arg-type]
+
+
+def encode(obj: Any) -> tuple[bytes | memoryview, list[int]]:
+    """The message for ``obj`` and the descriptors to send with it (the caller owns them)."""
+    oob = OutOfBand() if SHM_AVAILABLE else None
+    try:
+        buffer = io.BytesIO()
+        _Pickler(buffer, PROTOCOL, buffer_callback=oob).dump(obj)
+        data = buffer.getbuffer()
+    except BaseException:
+        if oob is not None:
+            oob.close()
+        raise
+    fds = oob.fds if oob is not None else []
+    if len(data) <= INLINE_MAX_BYTES or not SHM_AVAILABLE:
+        return INLINE + data, fds  # one copy: the price of the kind byte
+    try:
+        segment = Segment(len(data))
+        segment.write(memoryview(data))
+    except BaseException:
+        close_fds(fds)
+        raise
+    return IN_MEMFD, [segment.fd, *fds]
+
+
+def decode(message: bytes, fds: list[int]) -> Any:
+    """The item a message carries (the descriptors are closed; mappings live on)."""
+    if message[:1] == IN_MEMFD:
+        pickled_fd, buffer_fds = fds[0], fds[1:]
+        (pickled,) = map_fds([pickled_fd])
+        try:
+            return pickle.loads(pickled, buffers=map_fds(buffer_fds))
+        finally:
+            pickled.close()
+    return pickle.loads(memoryview(message)[1:], buffers=map_fds(fds))
+
+
+def discard(fds: list[int]) -> None:
+    """An item that will never be decoded: let its memory go."""
+    close_fds(fds)
+
+
+__all__ = ["INLINE_MAX_BYTES", "decode", "discard", "encode"]

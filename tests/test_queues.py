@@ -1,0 +1,383 @@
+"""conveyor.Queue: every item exactly once, end of stream, shutdown, and real faults.
+
+Each test that involves other processes uses real ones (every start method where it
+matters) and real SIGKILLs; no wait is unbounded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import conveyor
+import queue_tasks
+from conftest import WAIT_S, process_gone, wait_until
+
+METHODS = ["fork", "spawn", "forkserver"]
+
+
+@pytest.fixture(params=METHODS)
+def ctx(request):
+    return multiprocessing.get_context(request.param)
+
+
+def _join_all(processes, timeout=WAIT_S):
+    for p in processes:
+        p.join(timeout)
+        assert p.exitcode is not None, f"{p.name} did not exit"
+
+
+def _start_producers(ctx, q, count_each, how_many, delay_s=0.0, then="close"):
+    """Start producer processes and wait until each holds the queue.
+
+    A process counts as a producer from the moment it holds the queue: a consumer that
+    began before a slow one had even started could see every other producer finish,
+    and the stream end (docs/queues.md, "When the stream ends").
+    """
+    started = ctx.SimpleQueue()  # the stdlib's: this queue's own stream must not end
+    producers = [
+        ctx.Process(
+            target=queue_tasks.announce_then_produce,
+            args=(q, k * count_each, count_each, started, delay_s, then),
+        )
+        for k in range(how_many)
+    ]
+    for p in producers:
+        p.start()
+    for _ in producers:
+        wait_until(lambda: not started.empty(), "a producer to start")
+        started.get()
+    return producers
+
+
+# --- one process ----------------------------------------------------------------------
+
+
+def test_items_come_out_in_the_order_they_went_in_and_qsize_counts_them():
+    q = conveyor.Queue()
+    for i in range(10):
+        q.put(i)
+    assert q.qsize() == 10 and not q.empty()
+    assert [q.get() for _ in range(10)] == list(range(10))
+    assert q.empty()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+
+
+def test_a_hundred_thousand_puts_without_a_reader_neither_block_nor_reorder():
+    # Far more than the kernel holds: the rest waits in this process's backlog.
+    q = conveyor.Queue()
+    for i in range(100_000):
+        q.put(i)
+    assert q.qsize() == 100_000
+    assert [q.get(timeout=WAIT_S) for _ in range(100_000)] == list(range(100_000))
+    assert q.statistics().waiting_to_send == 0
+
+
+def test_an_unpicklable_item_fails_the_put_that_made_it_and_the_queue_goes_on():
+    q = conveyor.Queue()
+    with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+        q.put(lambda: None)
+    q.put("fine")
+    assert q.get(timeout=WAIT_S) == "fine"
+    assert q.statistics().put == 1
+
+
+def test_get_with_a_timeout_raises_empty_when_nothing_comes():
+    q = conveyor.Queue()
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+    assert time.monotonic() - started >= 0.19
+
+
+def test_a_closed_queue_refuses_put_and_get_in_this_process():
+    q = conveyor.Queue()
+    q.put(1)
+    q.close()
+    with pytest.raises(ValueError, match="is closed"):
+        q.put(2)
+    with pytest.raises(ValueError, match="is closed"):
+        q.get()
+
+
+def test_threads_share_a_queue_and_each_item_is_taken_once():
+    q = conveyor.Queue()
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def consume():
+        while True:
+            try:
+                item = q.get(timeout=2)
+            except queue.Empty:
+                return
+            with lock:
+                taken.append(item)
+
+    consumers = [threading.Thread(target=consume) for _ in range(4)]
+    for t in consumers:
+        t.start()
+    producers = [
+        threading.Thread(target=queue_tasks.produce, args=(q, k * 5000, 5000)) for k in range(4)
+    ]
+    for t in producers:
+        t.start()
+    for t in producers + consumers:
+        t.join(WAIT_S)
+    assert sorted(taken) == list(range(20_000))
+
+
+def test_large_numpy_arrays_cross_intact():
+    q = conveyor.Queue()
+    arrays = [np.arange(2_000_000, dtype=np.float64) * k for k in range(3)]
+    for a in arrays:
+        q.put(a)
+    for a in arrays:
+        assert np.array_equal(q.get(timeout=WAIT_S), a)
+
+
+def test_a_pickle_too_large_for_one_message_still_arrives():
+    q = conveyor.Queue()
+    big = list(range(300_000))  # a pickle of ~1.5 MB, not a buffer
+    q.put(big)
+    assert q.get(timeout=WAIT_S) == big
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def test_every_item_is_taken_exactly_once_by_many_consumer_processes(ctx):
+    q, out = conveyor.Queue(), conveyor.Queue()
+    producers = [
+        ctx.Process(target=queue_tasks.produce, args=(q, k * 10_000, 10_000)) for k in range(3)
+    ]
+    consumers = [ctx.Process(target=queue_tasks.drain, args=(q, out)) for _ in range(3)]
+    for p in producers + consumers:
+        p.start()
+    taken = [item for _ in consumers for item in out.get(timeout=WAIT_S)]
+    _join_all(producers + consumers)
+    assert sorted(taken) == list(range(30_000))
+    stats = q.statistics()
+    assert (stats.put, stats.got, stats.depth) == (30_000, 30_000, 0)
+
+
+def test_consumers_get_end_of_stream_once_producers_close(ctx):
+    q = conveyor.Queue()
+    producers = [
+        ctx.Process(target=queue_tasks.produce_and_close, args=(q, k * 100, 100)) for k in range(2)
+    ]
+    for p in producers:
+        p.start()
+    _join_all(producers)
+    taken = list(q)  # ends: both producers closed
+    assert sorted(taken) == list(range(200))
+    with pytest.raises(conveyor.EndOfStream):
+        q.get(timeout=WAIT_S)
+
+
+def test_consumers_get_end_of_stream_when_every_producer_is_sigkilled(ctx):
+    q = conveyor.Queue()
+    producers = _start_producers(ctx, q, 100, 2, then="die")
+    taken = list(q)  # no close() anywhere: the deaths end the stream
+    _join_all(producers)
+    assert all(p.exitcode == -signal.SIGKILL for p in producers)
+    assert sorted(taken) == list(range(200))
+
+
+def test_no_end_of_stream_before_any_producer_existed():
+    q = conveyor.Queue()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+
+
+def test_a_process_that_exits_right_after_put_loses_nothing(ctx):
+    q = conveyor.Queue()
+    p = ctx.Process(target=queue_tasks.put_then_exit_at_once, args=(q, 1000))
+    p.start()
+    _join_all([p])
+    assert list(q) == list(range(1000))
+
+
+def test_exit_with_unread_items_waits_a_bounded_time_and_counts_what_it_dropped(ctx):
+    q = conveyor.Queue()
+    # 50,000 items of 1 kB: far more than the kernel holds, and nobody reads.
+    p = ctx.Process(target=queue_tasks.put_many_unread_then_exit, args=(q, 50_000, 0.3))
+    started = time.monotonic()
+    p.start()
+    _join_all([p])
+    assert time.monotonic() - started < 20
+    stats = q.statistics()
+    assert stats.stranded > 0
+    assert stats.put + stats.stranded == 50_000
+    assert q.qsize() == stats.put  # the stranded items are not in the queue
+
+
+def test_a_queue_passed_to_pool_tasks_ends_when_the_tasks_that_got_it_return():
+    q = conveyor.Queue()
+    with conveyor.WorkerPool(2) as pool:
+        futures = [pool.submit(queue_tasks.produce, q, k * 1000, 1000) for k in range(6)]
+        assert [f.result(timeout=WAIT_S) for f in futures] == [1000] * 6
+        taken = list(q)  # ends while the pool's workers still run: their tasks are done
+        assert sorted(taken) == list(range(6000))
+        more = pool.submit(queue_tasks.produce, q, 6000, 5)  # the same workers, once more
+        assert more.result(timeout=WAIT_S) == 5
+        assert sorted(q) == list(range(6000, 6005))
+
+
+# --- bounded queues -----------------------------------------------------------------------
+
+
+def test_a_full_queue_refuses_put_nowait_and_times_out_a_blocking_put():
+    q = conveyor.Queue(maxsize=2)
+    q.put(1)
+    q.put(2)
+    assert q.full()
+    with pytest.raises(queue.Full):
+        q.put_nowait(3)
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.2)
+    assert q.qsize() == 2
+
+
+def test_a_put_blocked_on_a_full_queue_wakes_when_another_process_takes_an_item(ctx):
+    q, out = conveyor.Queue(maxsize=1), conveyor.Queue()
+    q.put("first")
+    putter = ctx.Process(target=queue_tasks.put_one, args=(q, out, "second"))
+    putter.start()
+    with pytest.raises(queue.Empty):
+        out.get(timeout=0.3)  # it is blocked: the queue is full
+    assert q.get(timeout=WAIT_S) == "first"
+    assert out.get(timeout=WAIT_S) == ("put", "second")
+    assert q.get(timeout=WAIT_S) == "second"
+    _join_all([putter])
+
+
+def test_a_bounded_queue_never_holds_more_than_maxsize(ctx):
+    q = conveyor.Queue(maxsize=5)
+    producers = _start_producers(ctx, q, 500, 3)
+    taken, peak = [], 0
+    for item in q:
+        peak = max(peak, q.qsize() + 1)
+        taken.append(item)
+    _join_all(producers)
+    assert sorted(taken) == list(range(1500))
+    assert peak <= 5 + 1  # +1: one put may land between our get and our look
+
+
+def test_a_producer_that_has_not_put_yet_is_waited_for(ctx):
+    # One producer puts, closes and exits while the other, started, has not put yet.
+    q = conveyor.Queue()
+    quick = ctx.Process(target=queue_tasks.produce_and_close, args=(q, 0, 10))
+    quick.start()
+    _join_all([quick])
+    (slow,) = _start_producers(ctx, q, 10, 1, delay_s=0.5)  # items 0-9 again, later
+    taken = list(q)
+    _join_all([slow])
+    assert sorted(taken) == sorted(list(range(10)) * 2)
+
+
+def test_a_process_handed_the_queue_that_only_reads_does_not_hold_the_stream_open(ctx):
+    q, out = conveyor.Queue(), conveyor.Queue()
+    reader = ctx.Process(target=queue_tasks.drain, args=(q, out))
+    reader.start()
+    q.put(1)
+    q.put(2)
+    q.close()  # the only producer is done; the reader's own first get made it a consumer
+    assert out.get(timeout=WAIT_S) == [1, 2]
+    _join_all([reader])
+
+
+# --- shutdown --------------------------------------------------------------------------------
+
+
+def test_shutdown_wakes_eight_processes_blocked_in_get():
+    ctx = multiprocessing.get_context("forkserver")
+    q, out = conveyor.Queue(), conveyor.Queue()
+    getters = [ctx.Process(target=queue_tasks.get_one, args=(q, out)) for _ in range(8)]
+    for p in getters:
+        p.start()
+    time.sleep(0.3)  # let them block (a late one meets the shutdown: same outcome)
+    q.shutdown()
+    outcomes = [out.get(timeout=WAIT_S) for _ in getters]
+    _join_all(getters)
+    assert outcomes == [("error", "QueueShutDown")] * 8
+
+
+def test_after_shutdown_put_raises_and_get_drains_then_raises():
+    q = conveyor.Queue()
+    q.put(1)
+    q.put(2)
+    q.shutdown()
+    with pytest.raises(conveyor.QueueShutDown):
+        q.put(3)
+    assert [q.get(), q.get()] == [1, 2]
+    with pytest.raises(conveyor.QueueShutDown):
+        q.get(timeout=WAIT_S)
+
+
+def test_immediate_shutdown_drops_the_items_and_counts_them():
+    q = conveyor.Queue()
+    for i in range(5):
+        q.put(i)
+    q.shutdown(immediate=True)
+    with pytest.raises(conveyor.QueueShutDown):
+        q.get(timeout=WAIT_S)
+    assert q.statistics().discarded == 5
+
+
+def test_shutdown_wakes_a_put_blocked_on_a_full_queue(ctx):
+    q, out = conveyor.Queue(maxsize=1), conveyor.Queue()
+    q.put("first")
+    putter = ctx.Process(target=queue_tasks.put_one, args=(q, out, "second"))
+    putter.start()
+    time.sleep(0.3)
+    q.shutdown()
+    assert out.get(timeout=WAIT_S) == ("error", "QueueShutDown")
+    _join_all([putter])
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def test_a_producer_sigkilled_inside_a_large_put_leaves_the_queue_usable(ctx):
+    q, ready = conveyor.Queue(), conveyor.Queue()
+    p = ctx.Process(target=queue_tasks.put_big_forever, args=(q, ready, 3_000_000))
+    p.start()
+    ready.get(timeout=WAIT_S)
+    wait_until(lambda: q.qsize() >= 2, "a few large items")
+    os.kill(p.pid, signal.SIGKILL)
+    _join_all([p])
+    # Every message in the queue is whole: each is the 3 MB the producer put.
+    got = []
+    while True:
+        try:
+            got.append(q.get(timeout=WAIT_S))
+        except conveyor.EndOfStream:
+            break
+    assert got and all(item == b"x" * 3_000_000 for item in got)
+    q.put("still usable")  # this process is now a producer: no end of stream
+    assert q.get(timeout=WAIT_S) == "still usable"
+
+
+def test_a_consumer_sigkilled_while_blocked_in_get_costs_nothing(ctx):
+    q, ready = conveyor.Queue(), conveyor.Queue()
+    p = ctx.Process(target=queue_tasks.announce_then_block_in_get, args=(q, ready))
+    p.start()
+    pid = ready.get(timeout=WAIT_S)
+    time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    _join_all([p])
+    wait_until(lambda: process_gone(pid), "the consumer gone")
+    q.put("after")
+    assert q.get(timeout=WAIT_S) == "after"
+    stats = q.statistics()
+    assert (stats.put, stats.got, stats.interrupted) == (1, 1, 0)
