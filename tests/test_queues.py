@@ -156,13 +156,11 @@ def test_a_pickle_too_large_for_one_message_still_arrives():
 
 
 def test_every_item_is_taken_exactly_once_by_many_consumer_processes(ctx):
-    q, out = conveyor.Queue(), conveyor.Queue()
-    producers = [
-        ctx.Process(target=queue_tasks.produce, args=(q, k * 10_000, 10_000)) for k in range(3)
-    ]
+    q, out = conveyor.Queue(), ctx.Queue()
     consumers = [ctx.Process(target=queue_tasks.drain, args=(q, out)) for _ in range(3)]
-    for p in producers + consumers:
+    for p in consumers:
         p.start()
+    producers = _start_producers(ctx, q, 10_000, 3)
     taken = [item for _ in consumers for item in out.get(timeout=WAIT_S)]
     _join_all(producers + consumers)
     assert sorted(taken) == list(range(30_000))
@@ -301,7 +299,7 @@ def test_a_process_handed_the_queue_that_only_reads_does_not_hold_the_stream_ope
 
 def test_shutdown_wakes_eight_processes_blocked_in_get():
     ctx = multiprocessing.get_context("forkserver")
-    q, out = conveyor.Queue(), conveyor.Queue()
+    q, out = conveyor.Queue(), ctx.Queue()
     getters = [ctx.Process(target=queue_tasks.get_one, args=(q, out)) for _ in range(8)]
     for p in getters:
         p.start()

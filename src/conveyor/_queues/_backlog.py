@@ -54,6 +54,7 @@ class Backlog:
         return bool(self._items)
 
     def add(self, parts: list[Any], fds: list[int]) -> None:
+        """Queue one message (its parts, as ``encode`` made them) behind the others."""
         _flush_at_exit_of_this_process()
         with self._lock:
             self._items.append((parts, fds))
@@ -64,21 +65,38 @@ class Backlog:
                 )
                 self._thread.start()
 
+    def pump(self) -> None:
+        """Send what the socket takes now, oldest first (the producer's own thread).
+
+        A producer that keeps putting keeps the socket full this way; waiting for the
+        feeder thread instead would wait for the interpreter to switch threads, and the
+        consumers would starve meanwhile.
+        """
+        with self._lock:
+            self._send_what_fits()
+
+    def _send_what_fits(self) -> None:
+        items, handles = self._items, self._handles
+        while items:
+            parts, fds = items[0]
+            if not handles.try_send(parts, fds):
+                return
+            items.popleft()
+            self._row.sent_from_backlog()
+        self._sent.notify_all()
+
     def _feed(self) -> None:
         handles = self._handles
         poller = select.poll()
         poller.register(handles.tx, select.POLLOUT)
         while True:
             with self._lock:
+                if not handles.closed:
+                    self._send_what_fits()
                 if not self._items or handles.closed:
                     self._thread = None
                     self._sent.notify_all()
                     return
-                parts, fds = self._items[0]
-                if handles.try_send(parts, fds):
-                    self._items.popleft()
-                    self._row.sent_from_backlog()
-                    continue
             poller.poll(1000)
 
     def flush(self, timeout: float | None) -> bool:

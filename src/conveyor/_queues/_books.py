@@ -3,10 +3,11 @@
 Every process that uses a queue gets a row of its own and is the only writer of it, so
 no counter needs a lock or an atomic add: a row's words are plain 8-byte stores, and a
 process killed between two stores leaves each word whole. Totals are sums over rows.
-Two facts share a word where a death must not split them: ``puts`` and ``gets`` hold
-``count * 2 + busy``, the busy bit set while the process is inside ``put`` or ``get``.
-A dead process whose busy bit is set was killed inside an operation, which may have
-cost one item (``statistics().interrupted``): the only loss the kernel cannot rule out.
+Two facts share a word where a death must not split them: ``gets`` holds
+``count * 2 + busy``, the busy bit set while the process is taking a message (``puts``
+holds ``count * 2``). A dead process whose busy bit is set was killed inside a ``get``,
+which may have cost one item (``statistics().interrupted``): the only loss the kernel
+cannot rule out.
 
 Rows are handed out under ``flock`` (released by the kernel when its holder dies); a
 row whose process is gone is reused, its counts folded into the header first.

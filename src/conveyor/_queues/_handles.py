@@ -49,6 +49,10 @@ RECEIVE_BYTES = 256 << 10
 POLL_SLICE_S = 1.0  # waits re-check their condition at least this often: never a hang
 
 _EFD_FLAGS = os.EFD_CLOEXEC | os.EFD_NONBLOCK
+# Plain ints: the socket module's flags are IntFlag members, whose operators cost
+# microseconds on a path that runs for every item.
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _ids = itertools.count(1)
 _live: weakref.WeakSet[QueueHandles] = weakref.WeakSet()
 _by_token: weakref.WeakValueDictionary[str, QueueHandles] = weakref.WeakValueDictionary()
@@ -160,23 +164,25 @@ class QueueHandles:
     def try_send(self, parts: list[Any], fds: list[int]) -> bool:
         """Send one message if the socket has room now; True once sent (fds then closed)."""
         try:
-            self.tx.sendmsg(parts, rights(fds), socket.MSG_DONTWAIT)
+            if fds:
+                self.tx.sendmsg(parts, rights(fds), _DONTWAIT)
+            else:
+                self.tx.sendmsg(parts, (), _DONTWAIT)
         except BlockingIOError:
             return False
-        close_fds(fds)
+        if fds:
+            close_fds(fds)
         return True
 
     def try_receive(self) -> tuple[bytes, list[int]] | None:
         """Take one message if there is one now."""
         scratch = self._buffer()
         try:
-            n, ancdata, flags, _ = self.rx.recvmsg_into(
-                [scratch], ANCILLARY_BYTES, socket.MSG_DONTWAIT
-            )
+            n, ancdata, flags, _ = self.rx.recvmsg_into([scratch], ANCILLARY_BYTES, _DONTWAIT)
         except BlockingIOError:
             return None
-        fds = fds_from_ancillary(ancdata)
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        fds = fds_from_ancillary(ancdata) if ancdata else []
+        if flags & _TRUNCATED:
             close_fds(fds)
             raise OSError("conveyor: a queue message was truncated (a bug: please report it)")
         return bytes(scratch[:n]), fds

@@ -63,6 +63,20 @@ class QueueStats:
     maxsize: int
 
 
+class _Pid:
+    """This process's pid, kept current across forks (``os.getpid`` is a system call)."""
+
+    current = os.getpid()
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.current = os.getpid()
+
+
+_pid = _Pid
+os.register_at_fork(after_in_child=_Pid.refresh)
+
+
 class _Side:
     """What one process keeps for a queue: its row in the books and its backlog."""
 
@@ -99,7 +113,7 @@ class Queue(Generic[T]):
 
     def _side(self) -> _Side:
         side = self._sides
-        if side is None or side.pid != os.getpid():
+        if side is None or side.pid != _pid.current:
             side = self._sides = _Side(self._handles)
         return side
 
@@ -109,7 +123,7 @@ class Queue(Generic[T]):
         """Put ``obj`` into the queue; with a ``maxsize``, wait for room (``queue.Full``)."""
         side = self._open_side()
         handles = self._handles
-        if handles.is_shut_down():
+        if handles.books.words[H_SHUTDOWN]:
             raise QueueShutDown("the queue was shut down: nothing more can be put")
         parts, fds = encode(obj)  # an unpicklable item fails here, in the caller
         handles.become_producer()
@@ -118,15 +132,15 @@ class Queue(Generic[T]):
         else:
             self._send(side, parts, fds)
 
-    def _send(self, side: _Side, parts: Any, fds: list[int]) -> None:
+    def _send(self, side: _Side, parts: list[Any], fds: list[int]) -> None:
         if side.backlog:
-            side.backlog.add([parts], fds)  # behind this process's earlier items
+            side.backlog.add(parts, fds)  # behind this process's earlier items
+            side.backlog.pump()
             return
-        side.row.begin_put()
-        sent = self._handles.try_send([parts], fds)
-        side.row.end_put(sent)
-        if not sent:
-            side.backlog.add([parts], fds)
+        if self._handles.try_send(parts, fds):
+            side.row.put_sent()
+        else:
+            side.backlog.add(parts, fds)
 
     def put_nowait(self, obj: T) -> None:
         self.put(obj, False)

@@ -1,8 +1,8 @@
 """This process's row in a queue's books: the counters only it writes.
 
 Threads of one process share the row, so each update takes a thread lock; processes
-never do (``_books.py``). The busy bit of ``puts`` and ``gets`` is set before the
-operation and cleared, with the count moved, in the same store after it.
+never do (``_books.py``). The busy bit of ``gets`` is set before a receive and cleared,
+with the count moved, in the same store after it; ``puts`` counts after each send.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ class Row:
         with self._lock:
             self._words[index] += delta
 
-    def begin_put(self) -> None:
-        self._add(R_PUTS, 1)  # busy bit on
-
-    def end_put(self, sent: bool) -> None:
-        self._add(R_PUTS, 1 if sent else -1)  # count + 1 and busy off, or busy off
+    def put_sent(self) -> None:
+        # Counted after the send: a process killed between the two leaves an item in
+        # the queue that the books do not show yet, never one they show and it lacks.
+        self._add(R_PUTS, 2)
 
     def spilled(self, delta: int) -> None:
         self._add(R_SPILLED, delta)

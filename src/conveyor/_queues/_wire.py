@@ -9,7 +9,8 @@ for a message goes in a memfd of its own. Descriptors travel with their message
 (``SCM_RIGHTS``), so nothing has a name and nothing can leak: the kernel frees a memfd
 when its last descriptor and mapping are gone, whoever crashed.
 
-Message: one byte (``INLINE`` or ``IN_MEMFD``), then the pickle (inline) or nothing.
+Message: one byte (``INLINE`` or ``IN_MEMFD``), then the pickle (inline) or nothing; sent
+as two parts of one ``sendmsg``, so the pickle is never copied to prepend the byte.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class _Pickler(pickle.Pickler):
     dispatch_table = ChainMap(forking_reducers(), copyreg.dispatch_table)  # type: ignore[arg-type]
 
 
-def encode(obj: Any) -> tuple[bytes | memoryview, list[int]]:
-    """The message for ``obj`` and the descriptors to send with it (the caller owns them)."""
+def encode(obj: Any) -> tuple[list[Any], list[int]]:
+    """The message for ``obj``, in parts, and the descriptors to send with it (the caller
+    owns them)."""
     oob = OutOfBand() if SHM_AVAILABLE else None
     try:
         buffer = io.BytesIO()
@@ -53,14 +55,14 @@ def encode(obj: Any) -> tuple[bytes | memoryview, list[int]]:
         raise
     fds = oob.fds if oob is not None else []
     if len(data) <= INLINE_MAX_BYTES or not SHM_AVAILABLE:
-        return INLINE + data, fds  # one copy: the price of the kind byte
+        return [INLINE, data], fds
     try:
         segment = Segment(len(data))
         segment.write(memoryview(data))
     except BaseException:
         close_fds(fds)
         raise
-    return IN_MEMFD, [segment.fd, *fds]
+    return [IN_MEMFD], [segment.fd, *fds]
 
 
 def decode(message: bytes, fds: list[int]) -> Any:
@@ -72,7 +74,9 @@ def decode(message: bytes, fds: list[int]) -> Any:
             return pickle.loads(pickled, buffers=map_fds(buffer_fds))
         finally:
             pickled.close()
-    return pickle.loads(memoryview(message)[1:], buffers=map_fds(fds))
+    if fds:
+        return pickle.loads(memoryview(message)[1:], buffers=map_fds(fds))
+    return pickle.loads(memoryview(message)[1:])
 
 
 def discard(fds: list[int]) -> None:
