@@ -20,7 +20,8 @@ import argparse
 import multiprocessing
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
