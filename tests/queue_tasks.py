@@ -18,6 +18,11 @@ def produce_and_close(q, start, count):
     q.close()
 
 
+def produce_after(q, start, count, delay_s):
+    time.sleep(delay_s)
+    produce_and_close(q, start, count)
+
+
 def announce_then_produce(q, start, count, started, delay_s=0.0, then="close"):
     """Say "started" (this process now holds the queue), then wait, put, and close (or
     SIGKILL itself: no close, no exit handlers)."""

@@ -168,6 +168,20 @@ def test_every_item_is_taken_exactly_once_by_many_consumer_processes(ctx):
     assert (stats.put, stats.got, stats.depth) == (30_000, 30_000, 0)
 
 
+def test_a_consumer_reading_at_once_gets_the_items_of_producers_still_starting(ctx):
+    # The parent reads as soon as it has started them: a fast producer may finish before
+    # a slow one has even unpickled its arguments, and the stream must not end there.
+    for _ in range(3):
+        q = conveyor.Queue()
+        producers = [
+            ctx.Process(target=queue_tasks.produce, args=(q, k * 1000, 1000)) for k in range(4)
+        ]
+        for p in producers:
+            p.start()
+        assert sorted(q) == list(range(4000))
+        _join_all(producers)
+
+
 def test_consumers_get_end_of_stream_once_producers_close(ctx):
     q = conveyor.Queue()
     producers = [
@@ -277,7 +291,8 @@ def test_a_producer_that_has_not_put_yet_is_waited_for(ctx):
     quick = ctx.Process(target=queue_tasks.produce_and_close, args=(q, 0, 10))
     quick.start()
     _join_all([quick])
-    (slow,) = _start_producers(ctx, q, 10, 1, delay_s=0.5)  # items 0-9 again, later
+    slow = ctx.Process(target=queue_tasks.produce_after, args=(q, 0, 10, 0.5))  # 0-9, later
+    slow.start()
     taken = list(q)
     _join_all([slow])
     assert sorted(taken) == sorted(list(range(10)) * 2)

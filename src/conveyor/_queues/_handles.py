@@ -39,6 +39,7 @@ from typing import Any
 
 from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
 from ..errors import QueueOwnerGoneError
+from . import _handover
 from ._books import Books
 
 # The socket's buffer, in bytes (the kernel caps it at net.core.wmem_max, and doubles
@@ -88,6 +89,7 @@ class QueueHandles:
         self.owner_pid = owner_pid
         self.writer: int | None = None  # this process's producer end of the FIFO
         self.role = Role.NONE
+        self.inherited_end: int | None = None  # a forked child's, until it knows (_handover)
         self.row: int | None = None
         self.pid = os.getpid()
         self._scratch = threading.local()
@@ -122,7 +124,9 @@ class QueueHandles:
         fds = [self.tx.fileno(), self.rx.fileno(), self.alive, self.stopped, self.room]
         fds.append(self.books.fd)
         shared = [reduction.DupFd(fd) for fd in fds]
-        return _rebuild, (self.token, shared, self.fifo_path, self.owner_pid)
+        child_end = _handover.end_for_spawned_child(self)
+        end = None if child_end is None else reduction.DupFd(child_end)
+        return _rebuild, (self.token, shared, self.fifo_path, self.owner_pid, end)
 
     # --- producers ----------------------------------------------------------------------
 
@@ -132,23 +136,42 @@ class QueueHandles:
             self.writer = self._open_writer()
         self.role = Role.PRODUCER
 
-    def expect_production(self) -> None:
+    def expect_production(self, end: int | None = None) -> None:
         """This process was handed the queue: count it as a producer until it shows it is
-        none (its first ``get`` comes before any ``put``), closes, or ends."""
+        none (its first ``get`` comes before any ``put``), closes, or ends. ``end``: a
+        producer end its parent opened for it (``_handover.py``)."""
         if self.role is Role.NONE:
-            self.writer = self._open_writer()
+            self.writer = end if end is not None else self._open_writer()
             self.role = Role.EXPECTED
+        elif end is not None:
+            os.close(end)  # it holds one already
+
+    def adopt_inherited_end(self, handed: bool) -> None:
+        """A forked child learns whether its ``Process`` was handed this queue."""
+        end, self.inherited_end = self.inherited_end, None
+        if end is None:
+            return
+        if handed:
+            self.expect_production(end)
+        else:
+            os.close(end)
 
     def consuming(self) -> None:
         """A ``get``: a process handed the queue that has not put is a consumer."""
         if self.role is Role.EXPECTED:
             self.stop_producing()
+        if self.inherited_end is not None:
+            self.adopt_inherited_end(False)
 
     def stop_producing(self) -> None:
         writer, self.writer = self.writer, None
         self.role = Role.NONE
         if writer is not None:
             os.close(writer)
+
+    def open_writer(self) -> int:
+        """A new producer end of the FIFO (the caller owns it)."""
+        return self._open_writer()
 
     def _open_writer(self) -> int:
         try:
@@ -257,9 +280,12 @@ class QueueHandles:
         self.rx.close()
 
 
-def _rebuild(token: str, shared: list[Any], fifo_path: str, owner_pid: int) -> QueueHandles:
+def _rebuild(
+    token: str, shared: list[Any], fifo_path: str, owner_pid: int, end: Any = None
+) -> QueueHandles:
     try:
         fds = [dup.detach() for dup in shared]
+        end_fd = None if end is None else end.detach()
     except (OSError, EOFError) as exc:
         raise QueueOwnerGoneError(
             f"cannot join the queue: the process that sent it (its creator is pid "
@@ -271,7 +297,7 @@ def _rebuild(token: str, shared: list[Any], fifo_path: str, owner_pid: int) -> Q
         handles = known
     else:
         handles = QueueHandles(token, fds, fifo_path, owner_pid)
-    handed_over(handles)
+    handed_over(handles, end_fd)
     return handles
 
 
@@ -279,7 +305,7 @@ def _rebuild(token: str, shared: list[Any], fifo_path: str, owner_pid: int) -> Q
 _task_scope: list[QueueHandles] | None = None
 
 
-def handed_over(handles: QueueHandles) -> None:
+def handed_over(handles: QueueHandles, end: int | None = None) -> None:
     """This process was given the queue (unpickled, or as a ``Process`` argument).
 
     It counts as a producer until its first ``get`` or ``close()``, or until it ends,
@@ -287,7 +313,7 @@ def handed_over(handles: QueueHandles) -> None:
     not see the end of the stream early. In a pool worker the same holds until the
     task that brought the queue returns.
     """
-    handles.expect_production()
+    handles.expect_production(end)
     if _task_scope is not None:
         _task_scope.append(handles)
 
@@ -307,13 +333,22 @@ def end_task() -> None:
             handles.stop_producing()
 
 
+def _before_fork() -> None:
+    _handover.before_fork(list(_live))
+
+
 def _after_fork_in_child() -> None:
     for handles in list(_live):
         handles.forget_after_fork()
+    _handover.after_fork_in_child()
     _PrivateDir.forget()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_handover.after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 class _PrivateDir:

@@ -36,7 +36,7 @@ from ._books import (
     SHUTDOWN,
     SHUTDOWN_IMMEDIATE,
 )
-from ._handles import QueueHandles, handed_over
+from ._handles import QueueHandles
 from ._rows import Row
 from ._wire import decode, discard, encode
 
@@ -359,8 +359,7 @@ def _after_fork_in_process_child(queue_: Queue[Any]) -> None:
     A forked child inherits every queue without unpickling any; the ones among its
     ``Process`` arguments were handed to it, as they would have been under spawn.
     """
-    if queue_ in process_arguments():
-        handed_over(queue_._handles)
+    queue_._handles.adopt_inherited_end(handed=queue_ in process_arguments())
 
 
 __all__ = ["Queue", "QueueStats", "SimpleQueue"]
