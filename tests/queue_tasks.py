@@ -91,3 +91,16 @@ def put_many_unread_then_exit(q, count, flush_s):
 def sleep_forever():
     while True:
         time.sleep(1)
+
+
+def work_and_mark_done(q):
+    """Take items until end of stream, marking each done."""
+    for _ in q:
+        time.sleep(0.001)
+        q.task_done()
+
+
+def take_one_then_die(q, ready):
+    q.get(timeout=60)
+    ready.put(os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)

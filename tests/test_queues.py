@@ -394,3 +394,39 @@ def test_a_consumer_sigkilled_while_blocked_in_get_costs_nothing(ctx):
     assert q.get(timeout=WAIT_S) == "after"
     stats = q.statistics()
     assert (stats.put, stats.got, stats.interrupted) == (1, 1, 0)
+
+
+# --- JoinableQueue ------------------------------------------------------------------------
+
+
+def test_task_done_more_often_than_items_were_put_is_an_error():
+    q = conveyor.JoinableQueue()
+    q.put(1)
+    q.get()
+    q.task_done()
+    with pytest.raises(ValueError, match="too many times"):
+        q.task_done()
+
+
+def test_join_returns_once_consumer_processes_marked_every_item_done(ctx):
+    q = conveyor.JoinableQueue()
+    for i in range(200):
+        q.put(i)
+    assert q.join(timeout=0.1) is False  # nobody works on them yet
+    workers = [ctx.Process(target=queue_tasks.work_and_mark_done, args=(q,)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    assert q.join(timeout=WAIT_S) is True
+    assert q.qsize() == 0
+    q.close()  # the only producer: the workers' iteration ends
+    _join_all(workers)
+
+
+def test_join_does_not_wait_for_an_item_whose_taker_was_killed(ctx):
+    q, ready = conveyor.JoinableQueue(), ctx.SimpleQueue()
+    q.put("doomed")
+    taker = ctx.Process(target=queue_tasks.take_one_then_die, args=(q, ready))
+    taker.start()
+    _join_all([taker])
+    assert q.join(timeout=WAIT_S) is True  # the stdlib's would wait forever
+    assert q.statistics().abandoned == 1

@@ -31,7 +31,7 @@ TOTAL_BYTES = PAGE_BYTES + MAX_ROWS * ROW_WORDS * 8
 H_MAGIC, H_MAXSIZE, H_ROWS, H_SHUTDOWN = 0, 1, 2, 3
 H_RETIRED_PUTS, H_RETIRED_GETS, H_RETIRED_DONE = 4, 5, 6
 H_INTERRUPTED, H_DISCARDED, H_STRANDED, H_ROOM_WAITERS, H_JOIN_WAITERS = 7, 8, 9, 10, 11
-H_SPILLED_HIGH = 12
+H_ABANDONED = 12
 _HEADER_WORDS = PAGE_BYTES // 8
 
 # Row words.
@@ -94,7 +94,10 @@ class Books:
         words[H_STRANDED] += words[base + R_SPILLED]
         words[H_RETIRED_PUTS] += puts >> 1
         words[H_RETIRED_GETS] += (gets + 1) >> 1
-        words[H_RETIRED_DONE] += words[base + R_DONE]
+        done = words[base + R_DONE]
+        abandoned = max(0, ((gets + 1) >> 1) - done)  # taken, never marked done: never will be
+        words[H_ABANDONED] += abandoned
+        words[H_RETIRED_DONE] += done + abandoned
         for offset in range(ROW_WORDS):
             words[base + offset] = 0
 
@@ -120,10 +123,30 @@ class Books:
         return max(0, puts - gets)
 
     def unfinished(self) -> int:
-        """Items put and not yet marked done (``JoinableQueue``)."""
+        """Items put and not yet marked done (``JoinableQueue``).
+
+        An item a process took and had not marked done when it died never will be: it
+        counts as done (and as ``abandoned``), or ``join()`` would wait forever, as the
+        stdlib's does. Items stranded in a dead process's backlog never came in.
+        """
         words = self.words
-        puts = self.total(R_PUTS) + words[H_RETIRED_PUTS] + self.total(R_SPILLED)
-        return puts - self.total(R_DONE) - words[H_RETIRED_DONE]
+        puts = self.total(R_PUTS) + words[H_RETIRED_PUTS] + self.waiting_to_send()
+        done = self.total(R_DONE) + words[H_RETIRED_DONE] + self._abandoned_by_the_dead()
+        return puts - done
+
+    def abandoned(self) -> int:
+        return self.words[H_ABANDONED] + self._abandoned_by_the_dead()
+
+    def _abandoned_by_the_dead(self) -> int:
+        words = self.words
+        count = 0
+        for row in range(words[H_ROWS]):
+            base = PAGE_BYTES // 8 + row * ROW_WORDS
+            pid = words[base + R_PID]
+            taken = (words[base + R_GETS] + 1) >> 1
+            if taken > words[base + R_DONE] and pid and not _alive(pid):
+                count += taken - words[base + R_DONE]
+        return count
 
     def interrupted(self) -> int:
         """Operations a death cut short: live count of dead rows plus those retired."""

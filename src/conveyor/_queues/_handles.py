@@ -1,6 +1,6 @@
 """One process's handles on a queue's kernel objects, and how they reach other processes.
 
-A queue is five descriptors and a path, made by the process that creates it:
+A queue is six descriptors and a path, made by the process that creates it:
 
 - ``tx`` / ``rx``: the two ends of a ``SOCK_SEQPACKET`` socket pair. Every producer sends
   on ``tx``, every consumer receives on ``rx``: the kernel keeps the messages, whole and
@@ -14,6 +14,8 @@ A queue is five descriptors and a path, made by the process that creates it:
   process blocked in the queue wakes, whichever it is.
 - ``room``: a semaphore eventfd (bounded queues): a consumer posts one after taking an
   item while producers wait for room.
+- ``done``: an eventfd ``task_done()`` writes when no item is left unfinished, for
+  ``JoinableQueue.join()``.
 - the books (``_books.py``): a memfd holding the shared counters.
 
 They reach another process as ``multiprocessing`` passes descriptors: inherited when
@@ -77,13 +79,14 @@ class QueueHandles:
         fifo_path: str,
         owner_pid: int,
     ) -> None:
-        tx, rx, alive, stopped, room, books = fds
+        tx, rx, alive, stopped, room, done, books = fds
         self.token = token
         self.tx = socket.socket(fileno=tx)
         self.rx = socket.socket(fileno=rx)
         self.alive = alive
         self.stopped = stopped
         self.room = room
+        self.done = done
         self.books = Books(books)
         self.fifo_path = fifo_path
         self.owner_pid = owner_pid
@@ -112,6 +115,7 @@ class QueueHandles:
             alive,
             os.eventfd(0, _EFD_FLAGS),
             os.eventfd(0, _EFD_FLAGS | os.EFD_SEMAPHORE),
+            os.eventfd(0, _EFD_FLAGS),
             books.fd,
         ]
         books.close()
@@ -122,7 +126,7 @@ class QueueHandles:
 
     def __reduce__(self) -> Any:
         fds = [self.tx.fileno(), self.rx.fileno(), self.alive, self.stopped, self.room]
-        fds.append(self.books.fd)
+        fds += [self.done, self.books.fd]
         shared = [reduction.DupFd(fd) for fd in fds]
         child_end = _handover.end_for_spawned_child(self)
         end = None if child_end is None else reduction.DupFd(child_end)
@@ -248,6 +252,15 @@ class QueueHandles:
     def signal_shutdown(self) -> None:
         os.eventfd_write(self.stopped, 1)
 
+    def signal_all_done(self) -> None:
+        os.eventfd_write(self.done, 1)
+
+    def take_all_done_signal(self) -> None:
+        try:
+            os.eventfd_read(self.done)
+        except BlockingIOError:
+            pass  # another joiner took it; the count is what it looks at
+
     def post_room(self) -> None:
         os.eventfd_write(self.room, 1)
 
@@ -275,7 +288,7 @@ class QueueHandles:
         self.closed = True
         self.stop_producing()
         self.books.close()
-        close_fds([self.alive, self.stopped, self.room, self.books.fd])
+        close_fds([self.alive, self.stopped, self.room, self.done, self.books.fd])
         self.tx.close()
         self.rx.close()
 

@@ -25,6 +25,7 @@ from ..errors import EndOfStream, QueueShutDown
 from ._backlog import Backlog
 from ._books import (
     H_DISCARDED,
+    H_JOIN_WAITERS,
     H_RETIRED_GETS,
     H_RETIRED_PUTS,
     H_ROOM_WAITERS,
@@ -48,8 +49,9 @@ class QueueStats:
     """A snapshot of a queue's counters, over every process that used it.
 
     ``stranded``: items put by processes that exited or died before their backlog was
-    sent. ``interrupted``: puts and gets cut short by a death (each may have cost one
-    item). ``discarded``: items dropped by ``shutdown(immediate=True)``.
+    sent. ``interrupted``: gets cut short by a death (each may have cost one item).
+    ``discarded``: items dropped by ``shutdown(immediate=True)``. ``abandoned``: items
+    taken by processes that died before marking them done (``JoinableQueue``).
     """
 
     put: int
@@ -61,6 +63,7 @@ class QueueStats:
     interrupted: int
     discarded: int
     maxsize: int
+    abandoned: int = 0
 
 
 class _Pid:
@@ -317,6 +320,7 @@ class Queue(Generic[T]):
             interrupted=books.interrupted(),
             discarded=words[H_DISCARDED],
             maxsize=self._maxsize,
+            abandoned=books.abandoned() if isinstance(self, JoinableQueue) else 0,
         )
 
     stats = statistics
@@ -329,6 +333,48 @@ class Queue(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<conveyor.{type(self).__name__} maxsize={self._maxsize}>"
+
+
+class JoinableQueue(Queue[T]):
+    """``multiprocessing.JoinableQueue``: :meth:`task_done` and :meth:`join`, across processes.
+
+    ``join()`` returns once every item put has been marked done, or taken by a process
+    that then died (``statistics().abandoned``): the stdlib's would wait forever for it::
+
+        q = conveyor.JoinableQueue()
+        for job in jobs:
+            q.put(job)
+        q.join()        # every job done, whoever took it, or its taker died
+    """
+
+    def task_done(self) -> None:
+        """Mark one item taken from the queue as done."""
+        handles = self._handles
+        books = handles.books
+        if books.unfinished() <= 0:
+            raise ValueError("task_done() called too many times")
+        self._side().row.task_done()
+        if books.unfinished() <= 0:
+            handles.signal_all_done()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every item put is done; False if ``timeout`` passed first."""
+        handles = self._handles
+        books = handles.books
+        deadline = Deadline(timeout)
+        with books.locked():
+            books.words[H_JOIN_WAITERS] += 1
+        try:
+            while books.unfinished() > 0:
+                if deadline.expired:
+                    return False
+                ready = handles.wait(handles.done, select.POLLIN, deadline.remaining())
+                if handles.done in ready:
+                    handles.take_all_done_signal()
+            return True
+        finally:
+            with books.locked():
+                books.words[H_JOIN_WAITERS] -= 1
 
 
 class SimpleQueue(Queue[T]):
@@ -362,4 +408,4 @@ def _after_fork_in_process_child(queue_: Queue[Any]) -> None:
     queue_._handles.adopt_inherited_end(handed=queue_ in process_arguments())
 
 
-__all__ = ["Queue", "QueueStats", "SimpleQueue"]
+__all__ = ["JoinableQueue", "Queue", "QueueStats", "SimpleQueue"]
