@@ -194,6 +194,8 @@ def test_consumers_get_end_of_stream_once_producers_close(ctx):
     assert sorted(taken) == list(range(200))
     with pytest.raises(conveyor.EndOfStream):
         q.get(timeout=WAIT_S)
+    with pytest.raises(queue.Empty):  # what code written for multiprocessing catches
+        q.get_nowait()
 
 
 def test_consumers_get_end_of_stream_when_every_producer_is_sigkilled(ctx):

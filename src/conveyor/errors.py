@@ -341,11 +341,12 @@ class PoolClosedError(ConveyorError, ValueError):
 # --- queues and pipes -------------------------------------------------------------------
 
 
-class EndOfStream(ConveyorError, EOFError):
+class EndOfStream(ConveyorError, EOFError, queue.Empty):
     """The queue is empty and every process that put into it has closed it or died.
 
     ``for item in queue:`` ends on it; ``get()`` raises it. An :class:`EOFError`, what a
-    ``Connection`` raises when its other end is gone::
+    ``Connection`` raises when its other end is gone, and a :class:`queue.Empty`, what
+    code written for ``multiprocessing.Queue`` catches after ``get(False)``::
 
         try:
             item = q.get()

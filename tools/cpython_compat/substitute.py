@@ -90,14 +90,18 @@ def substitute_pools(test_module: types.ModuleType) -> None:
 
     import conveyor
 
-    # self.Pool in the generated With<Type>TestPool classes comes from these mixins.
+    # self.Pool in the generated With<Type>TestPool classes comes from these mixins, and
+    # so do self.Queue and self.JoinableQueue in WithProcessesTestQueue.
     test_module.ProcessesMixin.Pool = staticmethod(conveyor.Pool)
     test_module.ThreadsMixin.Pool = staticmethod(conveyor.ThreadPool)
+    test_module.ProcessesMixin.Queue = staticmethod(conveyor.Queue)
+    test_module.ProcessesMixin.JoinableQueue = staticmethod(conveyor.JoinableQueue)
 
     # Other tests call multiprocessing.Pool(...) / multiprocessing.pool.Pool(...) directly.
     test_module.multiprocessing = overlay(
         multiprocessing,
         Pool=conveyor.Pool,
+        SimpleQueue=conveyor.SimpleQueue,
         pool=overlay(multiprocessing.pool, Pool=conveyor.Pool, ThreadPool=conveyor.ThreadPool),
         dummy=overlay(multiprocessing.dummy, Pool=conveyor.ThreadPool),
     )

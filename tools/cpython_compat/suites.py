@@ -37,6 +37,9 @@ MP_SELECTION: dict[str, tuple[str, ...] | None] = {
     "TestStdinBadfiledescriptor": ("test_pool_in_process",),
     # Only in 3.13's copy (gh-89240: Pool(200) in a script); absent names are ignored.
     "MiscTestCase": ("test_large_pool",),
+    # conveyor.Queue, JoinableQueue and SimpleQueue (issue 10).
+    "WithProcessesTestQueue": None,
+    "TestSimpleQueue": None,
 }
 
 # --- concurrent.futures (test.test_concurrent_futures of a >= 3.13 interpreter) ---------
@@ -89,6 +92,13 @@ PRIVATE_ATTRIBUTE: dict[str, dict[str, str]] = {
         "_TestPoolWorkerLifetime.test_pool_worker_lifetime": (
             "reads worker pids from p._pool and calls p._repopulate_pool()"
         ),
+        "_TestQueue.test_queue_feeder_donot_stop_onexc": (
+            "subclasses multiprocessing.queues.Queue to override its private "
+            "_on_queue_feeder_error, and expects put() of an unpicklable object to return "
+            "(the stdlib's feeder thread fails later); conveyor raises in put() itself, as "
+            "issue 10 asks"
+        ),
+        "TestSimpleQueue.test_closed": "reads queue._reader and queue._writer",
     },
     FUTURES_SUITE: {
         "ProcessPoolExecutorTest.test_killed_child": (

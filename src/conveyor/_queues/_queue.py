@@ -378,16 +378,30 @@ class JoinableQueue(Queue[T]):
 
 
 class SimpleQueue(Queue[T]):
-    """``multiprocessing.SimpleQueue``'s API: unbounded, with ``get``, ``put``, ``empty``."""
+    """``multiprocessing.SimpleQueue``'s API: unbounded, with ``get``, ``put``, ``empty``.
+
+    As the stdlib's, once closed in a process it raises :class:`OSError` there (its
+    pipe's "handle is closed"), where ``Queue`` raises ``ValueError``.
+    """
 
     def __init__(self) -> None:
         super().__init__(0)
 
     def put(self, obj: T) -> None:  # type: ignore[override]
+        self._check_open()
         super().put(obj)
 
     def get(self) -> T:  # type: ignore[override]
+        self._check_open()
         return super().get()
+
+    def empty(self) -> bool:
+        self._check_open()
+        return super().empty()
+
+    def _check_open(self) -> None:
+        if self._side().closed:
+            raise OSError(f"SimpleQueue {self!r} is closed")
 
 
 def _rebuild_queue(cls: type[Queue[Any]], maxsize: int, handles: QueueHandles) -> Queue[Any]:
