@@ -104,3 +104,14 @@ def take_one_then_die(q, ready):
     q.get(timeout=60)
     ready.put(os.getpid())
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FailsToUnpickle:
+    """Pickles fine; raises when unpickled (in the consumer)."""
+
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def _refuse():
+    raise RuntimeError("cannot be rebuilt here")

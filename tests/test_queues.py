@@ -6,6 +6,7 @@ matters) and real SIGKILLs; no wait is unbounded.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import pickle
@@ -82,6 +83,42 @@ def test_a_hundred_thousand_puts_without_a_reader_neither_block_nor_reorder():
     assert q.statistics().waiting_to_send == 0
 
 
+def test_put_many_and_get_many_move_batches_in_order():
+    q = conveyor.Queue()
+    q.put_many(range(1000))
+    got = []
+    while len(got) < 1000:
+        batch = q.get_many(300, timeout=WAIT_S)
+        assert 1 <= len(batch) <= 300
+        got += batch
+    assert got == list(range(1000))
+    with pytest.raises(queue.Empty):
+        q.get_many(10, timeout=0.05)
+
+
+def test_get_many_returns_the_batch_before_an_item_that_fails_to_unpickle_then_raises_it():
+    q = conveyor.Queue()
+    q.put_many([1, 2, queue_tasks.FailsToUnpickle(), 4])
+    assert q.get_many(10, timeout=WAIT_S) == [1, 2]
+    with pytest.raises(RuntimeError, match="cannot be rebuilt"):
+        q.get(timeout=WAIT_S)
+    assert q.get(timeout=WAIT_S) == 4
+
+
+def test_put_many_with_an_unpicklable_item_puts_none_of_the_batch():
+    q = conveyor.Queue()
+    with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
+        q.put_many([1, 2, lambda: None, 4])
+    assert q.qsize() == 0
+
+
+def test_put_many_into_a_bounded_queue_stops_at_full_with_the_items_before_it_in():
+    q = conveyor.Queue(maxsize=3)
+    with pytest.raises(queue.Full):
+        q.put_many(range(5), timeout=0.2)
+    assert [q.get_nowait() for _ in range(3)] == [0, 1, 2]
+
+
 def test_an_unpicklable_item_fails_the_put_that_made_it_and_the_queue_goes_on():
     q = conveyor.Queue()
     with pytest.raises((pickle.PicklingError, TypeError, AttributeError)):
@@ -107,6 +144,22 @@ def test_a_closed_queue_refuses_put_and_get_in_this_process():
         q.put(2)
     with pytest.raises(ValueError, match="is closed"):
         q.get()
+
+
+def test_a_dropped_queue_lets_go_of_its_descriptors():
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    conveyor.Queue().put(0)  # first use: whatever is made once per process
+    gc.collect()
+    before = open_fds()
+    for _ in range(50):
+        q = conveyor.Queue(maxsize=3)
+        q.put("x")
+        assert q.get() == "x"
+        del q
+    gc.collect()
+    assert open_fds() <= before
 
 
 def test_threads_share_a_queue_and_each_item_is_taken_once():

@@ -90,15 +90,39 @@ class QueueHandles:
         self.books = Books(books)
         self.fifo_path = fifo_path
         self.owner_pid = owner_pid
-        self.writer: int | None = None  # this process's producer end of the FIFO
+        # This process's producer end of the FIFO, and a forked child's inherited one
+        # until it knows whether it was handed the queue (_handover.py): in a box the
+        # finalizer shares, so a dropped queue closes whatever it holds then.
+        self._ends: list[int | None] = [None, None]
         self.role = Role.NONE
-        self.inherited_end: int | None = None  # a forked child's, until it knows (_handover)
         self.row: int | None = None
         self.pid = os.getpid()
         self._scratch = threading.local()
         self.closed = False
+        self._finalizer = weakref.finalize(
+            self, _release, self.tx, self.rx, [alive, stopped, room, done], self.books, self._ends
+        )
+        # Not at exit: the backlog's flush runs then and needs the socket; the kernel
+        # closes what is left when the process ends.
+        self._finalizer.atexit = False
         _live.add(self)
         _by_token[token] = self
+
+    @property
+    def writer(self) -> int | None:
+        return self._ends[0]
+
+    @writer.setter
+    def writer(self, fd: int | None) -> None:
+        self._ends[0] = fd
+
+    @property
+    def inherited_end(self) -> int | None:
+        return self._ends[1]
+
+    @inherited_end.setter
+    def inherited_end(self, fd: int | None) -> None:
+        self._ends[1] = fd
 
     @classmethod
     def create(cls, maxsize: int) -> QueueHandles:
@@ -283,14 +307,22 @@ class QueueHandles:
         self._scratch = threading.local()
 
     def close(self) -> None:
-        if self.closed:
-            return
+        """Let go of every descriptor (also done when the handles are garbage collected)."""
         self.closed = True
-        self.stop_producing()
-        self.books.close()
-        close_fds([self.alive, self.stopped, self.room, self.done, self.books.fd])
-        self.tx.close()
-        self.rx.close()
+        self.role = Role.NONE
+        self._finalizer()
+
+
+def _release(
+    tx: socket.socket, rx: socket.socket, fds: list[int], books: Books, ends: list[int | None]
+) -> None:
+    """Close one process's handles on a queue (once: ``weakref.finalize`` sees to it)."""
+    close_fds([fd for fd in ends if fd is not None])
+    ends[:] = [None, None]
+    books.close()
+    close_fds([*fds, books.fd])
+    tx.close()
+    rx.close()
 
 
 def _rebuild(

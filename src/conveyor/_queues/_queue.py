@@ -14,7 +14,7 @@ import os
 import queue
 import select
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.util import register_after_fork
 from typing import Any, Generic, TypeVar
@@ -88,6 +88,7 @@ class _Side:
         self.row = Row(handles.books)
         self.backlog = Backlog(handles, self.row)
         self.closed = False
+        self.pending_error: Exception | None = None  # an item get_many could not unpickle
 
 
 class Queue(Generic[T]):
@@ -148,6 +149,37 @@ class Queue(Generic[T]):
     def put_nowait(self, obj: T) -> None:
         self.put(obj, False)
 
+    def put_many(
+        self, items: Iterable[T], block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Put every item, in order. All are pickled first: one that cannot be pickled
+        raises before any is put. A bounded queue waits for room as ``put`` does (the
+        ``timeout`` is for the whole batch; on ``queue.Full`` the items before are in)."""
+        side = self._open_side()
+        handles = self._handles
+        if handles.books.words[H_SHUTDOWN]:
+            raise QueueShutDown("the queue was shut down: nothing more can be put")
+        messages: list[tuple[list[Any], list[int]]] = []
+        try:
+            for obj in items:
+                messages.append(encode(obj))
+        except BaseException:
+            for _, fds in messages:
+                discard(fds)
+            raise
+        handles.become_producer()
+        deadline = Deadline(timeout if block else 0.0)
+        for done, (parts, fds) in enumerate(messages):
+            try:
+                if self._maxsize:
+                    self._put_bounded(side, parts, fds, block, deadline.remaining())
+                else:
+                    self._send(side, parts, fds)
+            except BaseException:
+                for _, unsent in messages[done + 1 :]:
+                    discard(unsent)
+                raise
+
     def _put_bounded(
         self, side: _Side, parts: Any, fds: list[int], block: bool, timeout: float | None
     ) -> None:
@@ -195,6 +227,9 @@ class Queue(Generic[T]):
         (empty, and every producer closed or died) or :class:`~conveyor.QueueShutDown`.
         """
         side = self._open_side()
+        if side.pending_error is not None:
+            error, side.pending_error = side.pending_error, None
+            raise error
         handles = self._handles
         deadline = Deadline(timeout if block else 0.0)
         started: float | None = None
@@ -225,6 +260,28 @@ class Queue(Generic[T]):
 
     def get_nowait(self) -> T:
         return self.get(False)
+
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[T]:
+        """Wait for one item as ``get`` does, then take up to ``max_items`` in all of
+        those already there, without waiting for more."""
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, not {max_items!r}")
+        items = [self.get(block, timeout)]
+        side, handles = self._side(), self._handles
+        while len(items) < max_items:
+            side.row.begin_get()
+            message = handles.try_receive()
+            side.row.end_get(message is not None)
+            if message is None:
+                break
+            self._made_room()
+            try:
+                items.append(decode(*message))
+            except Exception as exc:
+                # The batch so far is returned; the next get raises this item's error.
+                side.pending_error = exc
+                break
+        return items
 
     def __iter__(self) -> Iterator[T]:
         """Every item, until end of stream."""
