@@ -114,9 +114,11 @@ def wait_for_path(path, value=None, limit_s=20.0):
 
 
 def announce_then_wait(started_path, gate_path, value=None):
-    """Create ``started_path`` (the test sees the task running), then wait for the gate."""
-    with open(started_path, "w") as f:
+    """Create ``started_path`` holding our pid (the test sees the task running), then wait
+    for the gate. Written aside and renamed: a test that sees the file sees the pid."""
+    with open(started_path + ".tmp", "w") as f:
         f.write(str(os.getpid()))
+    os.replace(started_path + ".tmp", started_path)
     return wait_for_path(gate_path, value)
 
 
