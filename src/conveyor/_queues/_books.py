@@ -90,7 +90,7 @@ class Books:
         words = self.words
         base = PAGE_BYTES // 8 + row * ROW_WORDS
         puts, gets = words[base + R_PUTS], words[base + R_GETS]
-        words[H_INTERRUPTED] += (puts & 1) + (gets & 1)
+        words[H_INTERRUPTED] += gets & 1
         words[H_STRANDED] += words[base + R_SPILLED]
         words[H_RETIRED_PUTS] += puts >> 1
         words[H_RETIRED_GETS] += (gets + 1) >> 1
@@ -140,31 +140,22 @@ class Books:
     def _abandoned_by_the_dead(self) -> int:
         words = self.words
         count = 0
-        for row in range(words[H_ROWS]):
-            base = PAGE_BYTES // 8 + row * ROW_WORDS
-            pid = words[base + R_PID]
+        for base in self._dead_rows():
             taken = (words[base + R_GETS] + 1) >> 1
-            if taken > words[base + R_DONE] and pid and not _alive(pid):
-                count += taken - words[base + R_DONE]
+            count += max(0, taken - words[base + R_DONE])
         return count
 
     def interrupted(self) -> int:
-        """Operations a death cut short: live count of dead rows plus those retired."""
+        """Gets a death cut short: those of dead rows still here, and of rows retired."""
         words = self.words
-        count = words[H_INTERRUPTED]
-        for row in range(words[H_ROWS]):
-            base = PAGE_BYTES // 8 + row * ROW_WORDS
-            pid = words[base + R_PID]
-            if pid and not _alive(pid):
-                count += (words[base + R_PUTS] & 1) + (words[base + R_GETS] & 1)
-        return count
+        return words[H_INTERRUPTED] + sum(words[base + R_GETS] & 1 for base in self._dead_rows())
 
     def waiting_to_send(self) -> int:
         """Items live processes have put that still wait in their backlogs."""
         words = self.words
         count = 0
         for row in range(words[H_ROWS]):
-            base = PAGE_BYTES // 8 + row * ROW_WORDS
+            base = row_base(row)
             spilled = words[base + R_SPILLED]
             if spilled and _alive(words[base + R_PID]):
                 count += spilled
@@ -173,13 +164,16 @@ class Books:
     def stranded(self) -> int:
         """Items put by processes that died before their local backlog was sent."""
         words = self.words
-        count = words[H_STRANDED]
+        return words[H_STRANDED] + sum(words[base + R_SPILLED] for base in self._dead_rows())
+
+    def _dead_rows(self) -> Iterator[int]:
+        """The first word of each row whose process is gone (not yet retired)."""
+        words = self.words
         for row in range(words[H_ROWS]):
-            base = PAGE_BYTES // 8 + row * ROW_WORDS
+            base = row_base(row)
             pid = words[base + R_PID]
             if pid and not _alive(pid):
-                count += words[base + R_SPILLED]
-        return count
+                yield base
 
     # --- the lock ------------------------------------------------------------------------
 
