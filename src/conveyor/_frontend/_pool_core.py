@@ -17,7 +17,9 @@ from .._deadline import Deadline
 from .._engine._engine import Engine
 from .._engine._events import Subscriber
 from .._engine._jobs import CallMode, ChunkSizer, Job, Sink, TaskOptions
+from .._queues._queue import producer_ends_for
 from .._stats import PoolStats
+from .._transport._fds import close_fds
 from . import _lifetime
 from ._feeder import Feeder
 from ._iterate import ResultBuffer, ResultIterator
@@ -113,10 +115,11 @@ class PoolCore:
         sink: Sink,
         options: TaskOptions | None = None,
     ) -> Job:
+        sink = _holding_queues(sink, (*args, *kwargs.values()))
         job = Job(
             fn, CallMode.CALL, sink, options or self.options, self.sizer(1), [(tuple(args), kwargs)]
         )
-        self.engine.submit(job)
+        _submit(self.engine, job)
         return job
 
     def submit_items(
@@ -131,9 +134,10 @@ class PoolCore:
         progress: ProgressArg = False,
     ) -> Submitted:
         """One job over ``items``: ``fn(item)``, or ``fn(*item)`` with ``star``."""
+        sink = _holding_queues(sink, items[:1])
         job = Job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize), items)
         stop_progress = follow(self.engine, job, progress, len(items))
-        self.engine.submit(job)
+        _submit(self.engine, job)
         return Submitted(job, stop_progress)
 
     def iterate(
@@ -193,8 +197,9 @@ class PoolCore:
         feeder thread and no read-ahead window (the input costs no more memory to read).
         """
         buffer = ResultBuffer(ordered=True)
-        job = Job(fn, _mode(star), buffer, self.options, self.sizer(chunksize), items)
-        self.engine.submit(job)
+        sink = _holding_queues(buffer, items[:1])
+        job = Job(fn, _mode(star), sink, self.options, self.sizer(chunksize), items)
+        _submit(self.engine, job)
         return ResultIterator(self.engine, job, buffer, None, timeout_error, cancel_on_drop)
 
     # --- accepting and cancelling -----------------------------------------------------------
@@ -272,3 +277,60 @@ def _mode(star: bool) -> CallMode:
 
 
 __all__ = ["BackendName", "PoolCore", "Submitted"]
+
+
+class _HoldingQueues:
+    """A job's sink, with producer ends of the queues its tasks were given.
+
+    Held from submission until the job ends (``close``, or ``abort`` when the pool
+    stops), so that the tasks count as the queues' producers while they wait in the
+    pool's own queue too (``docs/queues.md``). Only the first item of a map is looked
+    at: maps are taken to carry the same queue in every item.
+    """
+
+    def __init__(self, sink: Sink, ends: list[int]) -> None:
+        self.sink = sink
+        self._ends = ends
+
+    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        self.sink.deliver(indices, values)
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        self.sink.fail(index, exc)
+
+    def input_failed(self, index: int, exc: BaseException) -> None:
+        self.sink.input_failed(index, exc)
+
+    def claim(self) -> bool:
+        return self.sink.claim()
+
+    def close(self, total: int) -> None:
+        try:
+            self.sink.close(total)
+        finally:
+            self.release()
+
+    def abort(self, exc: BaseException) -> None:
+        try:
+            self.sink.abort(exc)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        ends, self._ends = self._ends, []
+        close_fds(ends)
+
+
+def _holding_queues(sink: Sink, values: Sequence[Any]) -> Sink:
+    ends = producer_ends_for(values)
+    return _HoldingQueues(sink, ends) if ends else sink
+
+
+def _submit(engine: Engine, job: Job) -> None:
+    """``engine.submit``, letting go of the job's queue ends if it is refused."""
+    try:
+        engine.submit(job)
+    except BaseException:
+        if isinstance(job.sink, _HoldingQueues):
+            job.sink.release()
+        raise

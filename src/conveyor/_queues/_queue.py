@@ -461,6 +461,24 @@ class SimpleQueue(Queue[T]):
             raise OSError(f"SimpleQueue {self!r} is closed")
 
 
+def producer_ends_for(values: Iterable[Any]) -> list[int]:
+    """A producer end of each queue among ``values`` (top level, and inside a tuple), for
+    a pool job that carries them: the job counts as their producer from its submission,
+    so a consumer cannot see the end while its tasks wait in the pool's queue."""
+    ends: list[int] = []
+    seen: set[int] = set()
+    for value in values:
+        inner = value if type(value) is tuple else (value,)
+        for candidate in inner:
+            if isinstance(candidate, Queue) and id(candidate._handles) not in seen:
+                seen.add(id(candidate._handles))
+                try:
+                    ends.append(candidate._handles.open_writer())
+                except OSError:
+                    continue  # its creator is gone: the task will say so when it runs
+    return ends
+
+
 def _rebuild_queue(cls: type[Queue[Any]], maxsize: int, handles: QueueHandles) -> Queue[Any]:
     queue_ = cls.__new__(cls)
     queue_._maxsize = maxsize
@@ -479,4 +497,4 @@ def _after_fork_in_process_child(queue_: Queue[Any]) -> None:
     queue_._handles.adopt_inherited_end(handed=queue_ in process_arguments())
 
 
-__all__ = ["JoinableQueue", "Queue", "QueueStats", "SimpleQueue"]
+__all__ = ["JoinableQueue", "Queue", "QueueStats", "SimpleQueue", "producer_ends_for"]
