@@ -130,7 +130,11 @@ class Queue(Generic[T]):
         if handles.books.words[H_SHUTDOWN]:
             raise QueueShutDown("the queue was shut down: nothing more can be put")
         parts, fds = encode(obj)  # an unpicklable item fails here, in the caller
-        handles.become_producer()
+        try:
+            handles.become_producer()
+        except BaseException:
+            discard(fds)
+            raise
         if self._maxsize:
             self._put_bounded(side, parts, fds, block, timeout)
         else:
