@@ -4,7 +4,8 @@ from ._cpus import available_cpus
 from ._engine._events import EventKind, JobEvent, TaskEvent, WorkerEvent
 from ._engine._states import ExitCause
 from ._frontend._subscription import Subscription
-from ._queues._queue import JoinableQueue, Queue, QueueStats, SimpleQueue
+from ._queues._kinds import JoinableQueue, SimpleQueue
+from ._queues._queue import Queue, QueueStats
 from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (

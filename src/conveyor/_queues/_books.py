@@ -32,7 +32,7 @@ H_MAGIC, H_MAXSIZE, H_ROWS, H_SHUTDOWN = 0, 1, 2, 3
 H_RETIRED_PUTS, H_RETIRED_GETS, H_RETIRED_DONE = 4, 5, 6
 H_INTERRUPTED, H_DISCARDED, H_STRANDED, H_ROOM_WAITERS, H_JOIN_WAITERS = 7, 8, 9, 10, 11
 H_ABANDONED = 12
-_HEADER_WORDS = PAGE_BYTES // 8
+_HEADER_WORDS = PAGE_BYTES // 8  # where the rows start, in words
 
 # Row words.
 R_PID, R_PUTS, R_GETS, R_DONE, R_SPILLED, R_BLOCKED_NS = 0, 1, 2, 3, 4, 5
@@ -68,27 +68,27 @@ class Books:
 
     def claim_row(self) -> int:
         """A row for this process: a free one, or one whose process is gone."""
-        pid = os.getpid()
+        pid = current_pid()
         words = self.words
         with self.locked():
             used = words[H_ROWS]
             for row in range(used):
-                if not _alive(words[_at(row, R_PID)]):
+                if not _alive(words[row_base(row) + R_PID]):
                     self._retire(row)
-                    words[_at(row, R_PID)] = pid
+                    words[row_base(row) + R_PID] = pid
                     return row
             if used == MAX_ROWS:
                 raise OSError(
                     f"conveyor: more than {MAX_ROWS} live processes use this queue at once"
                 )
-            words[_at(used, R_PID)] = pid
+            words[row_base(used) + R_PID] = pid
             words[H_ROWS] = used + 1
             return used
 
     def _retire(self, row: int) -> None:
         """Fold a dead process's row into the header (under the lock), then clear it."""
         words = self.words
-        base = PAGE_BYTES // 8 + row * ROW_WORDS
+        base = row_base(row)
         puts, gets = words[base + R_PUTS], words[base + R_GETS]
         words[H_INTERRUPTED] += gets & 1
         words[H_STRANDED] += words[base + R_SPILLED]
@@ -105,7 +105,7 @@ class Books:
 
     def total(self, word: int) -> int:
         """The sum of one row word over every row (counts only: busy bits dropped)."""
-        rows = self.words[PAGE_BYTES // 8 + word :: ROW_WORDS][: self.words[H_ROWS]]
+        rows = self.words[_HEADER_WORDS + word :: ROW_WORDS][: self.words[H_ROWS]]
         if word == R_PUTS:
             return sum(value >> 1 for value in rows)  # a put in progress: not in yet
         if word == R_GETS:
@@ -190,7 +190,7 @@ class Books:
     def _process_lock_fd(self) -> int:
         # flock belongs to an open file description, which a forked child shares with
         # its parent: each process opens the page anew to get one of its own.
-        pid = os.getpid()
+        pid = current_pid()
         if self._lock_pid != pid:
             self._lock_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | os.O_CLOEXEC)
             self._lock_pid = pid
@@ -200,17 +200,32 @@ class Books:
     def close(self) -> None:
         self.words.release()
         self._map.close()
-        if self._lock_fd is not None and self._lock_pid == os.getpid():
+        if self._lock_fd is not None and self._lock_pid == current_pid():
             os.close(self._lock_fd)
         self._lock_fd = None
 
 
-def _at(row: int, word: int) -> int:
-    return PAGE_BYTES // 8 + row * ROW_WORDS + word
-
-
 def row_base(row: int) -> int:
-    return PAGE_BYTES // 8 + row * ROW_WORDS
+    """The index of a row's first word."""
+    return _HEADER_WORDS + row * ROW_WORDS
+
+
+class _Pid:
+    """This process's pid, kept current across forks: ``os.getpid`` is a system call,
+    and every operation asks whether it still runs in the process that set it up."""
+
+    current = os.getpid()
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.current = os.getpid()
+
+
+os.register_at_fork(after_in_child=_Pid.refresh)
+
+
+def current_pid() -> int:
+    return _Pid.current
 
 
 def _alive(pid: int) -> bool:
@@ -231,4 +246,4 @@ def _alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-__all__ = ["Books", "row_base"]
+__all__ = ["Books", "current_pid", "row_base"]

@@ -268,11 +268,6 @@ class QueueHandles:
         poller.register(self.alive, 0)
         return bool(poller.poll(0))
 
-    def is_shut_down(self) -> bool:
-        poller = select.poll()
-        poller.register(self.stopped, select.POLLIN)
-        return bool(poller.poll(0))
-
     def signal_shutdown(self) -> None:
         os.eventfd_write(self.stopped, 1)
 

@@ -10,7 +10,6 @@ because there is no lock (``_wire.py``); a pickling error reaches the caller of
 
 from __future__ import annotations
 
-import os
 import queue
 import select
 import time
@@ -25,7 +24,6 @@ from ..errors import EndOfStream, QueueShutDown
 from ._backlog import Backlog
 from ._books import (
     H_DISCARDED,
-    H_JOIN_WAITERS,
     H_RETIRED_GETS,
     H_RETIRED_PUTS,
     H_ROOM_WAITERS,
@@ -36,6 +34,7 @@ from ._books import (
     R_SPILLED,
     SHUTDOWN,
     SHUTDOWN_IMMEDIATE,
+    current_pid,
 )
 from ._handles import QueueHandles
 from ._rows import Row
@@ -66,25 +65,11 @@ class QueueStats:
     abandoned: int = 0
 
 
-class _Pid:
-    """This process's pid, kept current across forks (``os.getpid`` is a system call)."""
-
-    current = os.getpid()
-
-    @classmethod
-    def refresh(cls) -> None:
-        cls.current = os.getpid()
-
-
-_pid = _Pid
-os.register_at_fork(after_in_child=_Pid.refresh)
-
-
 class _Side:
     """What one process keeps for a queue: its row in the books and its backlog."""
 
     def __init__(self, handles: QueueHandles) -> None:
-        self.pid = os.getpid()
+        self.pid = current_pid()
         self.row = Row(handles.books)
         self.backlog = Backlog(handles, self.row)
         self.closed = False
@@ -106,6 +91,8 @@ class Queue(Generic[T]):
                 ...
     """
 
+    _counts_abandoned = False  # items taken and never marked done (JoinableQueue)
+
     def __init__(self, maxsize: int = 0) -> None:
         self._maxsize = maxsize if maxsize > 0 else 0
         self._handles = QueueHandles.create(self._maxsize)
@@ -117,7 +104,7 @@ class Queue(Generic[T]):
 
     def _side(self) -> _Side:
         side = self._sides
-        if side is None or side.pid != _pid.current:
+        if side is None or side.pid != current_pid():
             side = self._sides = _Side(self._handles)
         return side
 
@@ -243,11 +230,8 @@ class Queue(Generic[T]):
                 if shut & SHUTDOWN_IMMEDIATE:
                     raise QueueShutDown("the queue was shut down")
                 handles.consuming()
-                side.row.begin_get()
-                message = handles.try_receive()
-                side.row.end_get(message is not None)
+                message = self._take(side)
                 if message is not None:
-                    self._made_room()
                     return decode(*message)
                 if shut & SHUTDOWN:
                     raise QueueShutDown("the queue was shut down and is empty")
@@ -271,14 +255,11 @@ class Queue(Generic[T]):
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, not {max_items!r}")
         items = [self.get(block, timeout)]
-        side, handles = self._side(), self._handles
+        side = self._side()
         while len(items) < max_items:
-            side.row.begin_get()
-            message = handles.try_receive()
-            side.row.end_get(message is not None)
+            message = self._take(side)
             if message is None:
                 break
-            self._made_room()
             try:
                 items.append(decode(*message))
             except Exception as exc:
@@ -295,9 +276,16 @@ class Queue(Generic[T]):
             except EndOfStream:
                 return
 
-    def _made_room(self) -> None:
-        if self._maxsize and self._handles.books.words[H_ROOM_WAITERS] > 0:
+    def _take(self, side: _Side) -> tuple[bytes, list[int]] | None:
+        """One message if there is one now, counted in this process's row (the busy
+        bit covers the receive), and a room signal for producers waiting on a full queue."""
+        side.row.begin_get()
+        message = self._handles.try_receive()
+        side.row.end_get(message is not None)
+        waiting = self._maxsize and self._handles.books.words[H_ROOM_WAITERS] > 0
+        if message is not None and waiting:
             self._handles.post_room()
+        return message
 
     def _stream_ended(self) -> bool:
         """Every producer closed or died (after at least one put), and nothing is on
@@ -381,7 +369,7 @@ class Queue(Generic[T]):
             interrupted=books.interrupted(),
             discarded=words[H_DISCARDED],
             maxsize=self._maxsize,
-            abandoned=books.abandoned() if isinstance(self, JoinableQueue) else 0,
+            abandoned=books.abandoned() if self._counts_abandoned else 0,
         )
 
     stats = statistics
@@ -394,75 +382,6 @@ class Queue(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<conveyor.{type(self).__name__} maxsize={self._maxsize}>"
-
-
-class JoinableQueue(Queue[T]):
-    """``multiprocessing.JoinableQueue``: :meth:`task_done` and :meth:`join`, across processes.
-
-    ``join()`` returns once every item put has been marked done, or taken by a process
-    that then died (``statistics().abandoned``): the stdlib's would wait forever for it::
-
-        q = conveyor.JoinableQueue()
-        for job in jobs:
-            q.put(job)
-        q.join()        # every job done, whoever took it, or its taker died
-    """
-
-    def task_done(self) -> None:
-        """Mark one item taken from the queue as done."""
-        handles = self._handles
-        books = handles.books
-        if books.unfinished() <= 0:
-            raise ValueError("task_done() called too many times")
-        self._side().row.task_done()
-        if books.unfinished() <= 0:
-            handles.signal_all_done()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until every item put is done; False if ``timeout`` passed first."""
-        handles = self._handles
-        books = handles.books
-        deadline = Deadline(timeout)
-        with books.locked():
-            books.words[H_JOIN_WAITERS] += 1
-        try:
-            while books.unfinished() > 0:
-                if deadline.expired:
-                    return False
-                ready = handles.wait(handles.done, select.POLLIN, deadline.remaining())
-                if handles.done in ready:
-                    handles.take_all_done_signal()
-            return True
-        finally:
-            with books.locked():
-                books.words[H_JOIN_WAITERS] -= 1
-
-
-class SimpleQueue(Queue[T]):
-    """``multiprocessing.SimpleQueue``'s API: unbounded, with ``get``, ``put``, ``empty``.
-
-    As the stdlib's, once closed in a process it raises :class:`OSError` there (its
-    pipe's "handle is closed"), where ``Queue`` raises ``ValueError``.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(0)
-
-    def put(self, obj: T) -> None:  # type: ignore[override]
-        self._check_open()
-        super().put(obj)
-
-    def get(self) -> T:  # type: ignore[override]
-        self._check_open()
-        return super().get()
-
-    def empty(self) -> bool:
-        self._check_open()
-        return super().empty()
-
-    def _check_open(self) -> None:
-        if self._side().closed:
-            raise OSError(f"SimpleQueue {self!r} is closed")
 
 
 def producer_ends_for(values: Iterable[Any]) -> list[int]:
@@ -501,4 +420,4 @@ def _after_fork_in_process_child(queue_: Queue[Any]) -> None:
     queue_._handles.adopt_inherited_end(handed=queue_ in process_arguments())
 
 
-__all__ = ["JoinableQueue", "Queue", "QueueStats", "SimpleQueue", "producer_ends_for"]
+__all__ = ["Queue", "QueueStats", "producer_ends_for"]
