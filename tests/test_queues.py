@@ -21,6 +21,7 @@ import pytest
 import conveyor
 import queue_tasks
 from conftest import WAIT_S, process_gone, wait_until
+from conveyor._queues._wire import INLINE_MAX_BYTES
 
 METHODS = ["fork", "spawn", "forkserver"]
 
@@ -203,6 +204,18 @@ def test_a_pickle_too_large_for_one_message_still_arrives():
     big = list(range(300_000))  # a pickle of ~1.5 MB, not a buffer
     q.put(big)
     assert q.get(timeout=WAIT_S) == big
+
+
+@pytest.mark.parametrize("delta", [-64, -1, 0, 1, 64])
+def test_items_either_side_of_the_largest_inline_message_arrive(delta):
+    # Items just under 1 MiB once went inline into a 256 KiB receive buffer and were lost
+    # with "truncated"; every size on either side of the line must arrive intact.
+    q = conveyor.Queue()
+    overhead = len(pickle.dumps(bytes(INLINE_MAX_BYTES), protocol=5)) - INLINE_MAX_BYTES
+    for size in (INLINE_MAX_BYTES + delta - overhead, 600_000, 1 << 20):
+        item = os.urandom(size)
+        q.put(item)
+        assert q.get(timeout=WAIT_S) == item
 
 
 # --- processes --------------------------------------------------------------------------

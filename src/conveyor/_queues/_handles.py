@@ -43,12 +43,11 @@ from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, ri
 from ..errors import QueueOwnerGoneError
 from . import _handover
 from ._books import Books
+from ._wire import MESSAGE_MAX_BYTES
 
 # The socket's buffer, in bytes (the kernel caps it at net.core.wmem_max, and doubles
 # it): what the kernel holds before ``put`` overflows into the sender's backlog.
 SOCKET_BUFFER_BYTES = 4 << 20
-# A message larger than this cannot be received in one piece: _wire sends it as a memfd.
-RECEIVE_BYTES = 256 << 10
 POLL_SLICE_S = 1.0  # waits re-check their condition at least this often: never a hang
 
 _EFD_FLAGS = os.EFD_CLOEXEC | os.EFD_NONBLOCK
@@ -241,7 +240,7 @@ class QueueHandles:
     def _buffer(self) -> memoryview:
         scratch = getattr(self._scratch, "view", None)
         if scratch is None:
-            scratch = self._scratch.view = memoryview(bytearray(RECEIVE_BYTES))
+            scratch = self._scratch.view = memoryview(bytearray(MESSAGE_MAX_BYTES))
         return scratch
 
     # --- waiting ------------------------------------------------------------------------

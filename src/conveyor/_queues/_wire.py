@@ -28,9 +28,11 @@ from .._transport._shm import OutOfBand, Segment, map_fds
 
 INLINE = b"\x00"
 IN_MEMFD = b"\x01"
-# A pickle larger than this goes in a memfd: a message must fit the socket's buffer,
-# and a big message held in the kernel counts against everyone's room.
-INLINE_MAX_BYTES = 1 << 20
+# The largest message a receiver takes: its scratch buffer, allocated once per thread.
+# A larger message would arrive truncated, so a pickle that would make one goes in a
+# memfd instead; the socket's buffer (at least 2 x 208 KiB on Linux) holds it whole.
+MESSAGE_MAX_BYTES = 256 << 10
+INLINE_MAX_BYTES = MESSAGE_MAX_BYTES - len(INLINE)
 PROTOCOL = 5
 
 
@@ -84,4 +86,4 @@ def discard(fds: list[int]) -> None:
     close_fds(fds)
 
 
-__all__ = ["INLINE_MAX_BYTES", "decode", "discard", "encode"]
+__all__ = ["INLINE_MAX_BYTES", "MESSAGE_MAX_BYTES", "decode", "discard", "encode"]
