@@ -15,11 +15,14 @@ row whose process is gone is reused, its counts folded into the header first.
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+
+from ._lock import SharedLock
+from ._pid import alive as _alive
+from ._pid import current_pid
 
 MAGIC = 0x636F6E7665796F72  # "conveyor"
 PAGE_BYTES = 4096
@@ -48,8 +51,7 @@ class Books:
         self.fd = fd
         self._map = mmap.mmap(fd, TOTAL_BYTES)
         self.words = memoryview(self._map).cast("q")
-        self._lock_fd: int | None = None
-        self._lock_pid = 0
+        self._lock = SharedLock(fd)
 
     @classmethod
     def create(cls, maxsize: int) -> Books:
@@ -177,32 +179,14 @@ class Books:
 
     # --- the lock ------------------------------------------------------------------------
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> AbstractContextManager[None]:
         """Exclusive across processes; the kernel releases it if the holder dies."""
-        fd = self._process_lock_fd()
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _process_lock_fd(self) -> int:
-        # flock belongs to an open file description, which a forked child shares with
-        # its parent: each process opens the page anew to get one of its own.
-        pid = current_pid()
-        if self._lock_pid != pid:
-            self._lock_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | os.O_CLOEXEC)
-            self._lock_pid = pid
-        assert self._lock_fd is not None
-        return self._lock_fd
+        return self._lock.held()
 
     def close(self) -> None:
         self.words.release()
         self._map.close()
-        if self._lock_fd is not None and self._lock_pid == current_pid():
-            os.close(self._lock_fd)
-        self._lock_fd = None
+        self._lock.close()
 
 
 def row_base(row: int) -> int:
@@ -210,40 +194,4 @@ def row_base(row: int) -> int:
     return _HEADER_WORDS + row * ROW_WORDS
 
 
-class _Pid:
-    """This process's pid, kept current across forks: ``os.getpid`` is a system call,
-    and every operation asks whether it still runs in the process that set it up."""
-
-    current = os.getpid()
-
-    @classmethod
-    def refresh(cls) -> None:
-        cls.current = os.getpid()
-
-
-os.register_at_fork(after_in_child=_Pid.refresh)
-
-
-def current_pid() -> int:
-    return _Pid.current
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
-    if pid == 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rpartition(b")")[2][1:2]
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel (a zombie then counts as alive)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return state not in (b"Z", b"X")
-
-
-__all__ = ["Books", "current_pid", "row_base"]
+__all__ = ["Books", "row_base"]

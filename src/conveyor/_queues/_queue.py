@@ -34,9 +34,9 @@ from ._books import (
     R_SPILLED,
     SHUTDOWN,
     SHUTDOWN_IMMEDIATE,
-    current_pid,
 )
 from ._handles import QueueHandles
+from ._pid import current_pid
 from ._rows import Row
 from ._wire import decode, discard, encode
 
