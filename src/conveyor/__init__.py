@@ -5,10 +5,12 @@ from ._engine._events import EventKind, JobEvent, TaskEvent, WorkerEvent
 from ._engine._states import ExitCause
 from ._frontend._subscription import Subscription
 from ._queues._kinds import JoinableQueue, SimpleQueue
+from ._queues._pipe import Connection, Pipe
 from ._queues._queue import Queue, QueueStats
 from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (
+    AccessRefusedError,
     ClusterLostError,
     ConveyorError,
     EndOfStream,
@@ -29,14 +31,17 @@ from .pool import AsyncResult, Pool, ThreadPool
 from .workers import WorkerPool, imap, map, shared_pool, submit
 
 __all__ = [
+    "AccessRefusedError",
     "AsyncResult",
     "ClusterLostError",
+    "Connection",
     "ConveyorError",
     "EndOfStream",
     "EventKind",
     "ExitCause",
     "JobEvent",
     "JoinableQueue",
+    "Pipe",
     "Pool",
     "PoolClosedError",
     "PoolStats",

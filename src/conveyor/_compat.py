@@ -115,8 +115,8 @@ def forking_reducers() -> dict[type, Callable[[Any], Any]]:
     return ForkingPickler._extra_reducers  # type: ignore[attr-defined]
 
 
-def process_arguments() -> list[Any]:
-    """The arguments of the ``multiprocessing.Process`` this process runs, if any.
+def process_arguments(process: Any = None) -> list[Any]:
+    """The arguments of a ``multiprocessing.Process`` (default: the one this process runs).
 
     Under fork a child inherits objects without unpickling them; the ones its
     ``Process`` was given are in the process object's private ``_args`` and ``_kwargs``
@@ -124,7 +124,29 @@ def process_arguments() -> list[Any]:
     """
     import multiprocessing
 
-    process = multiprocessing.current_process()
+    if process is None:
+        process = multiprocessing.current_process()
     args = list(getattr(process, "_args", ()) or ())
     kwargs = getattr(process, "_kwargs", {}) or {}
     return args + list(kwargs.values())
+
+
+def process_being_forked() -> tuple[Any, Any] | None:
+    """``(popen, process)`` while multiprocessing's fork start method forks a child.
+
+    For ``os.register_at_fork`` hooks, which are told nothing: the caller is found on the
+    stack, as the frame of ``popen_fork.Popen._launch(self, process_obj)`` (its shape
+    since Python 3.4). None when the fork is anyone else's.
+    """
+    try:
+        from multiprocessing import popen_fork
+    except ImportError:
+        return None
+    code = popen_fork.Popen._launch.__code__  # type: ignore[attr-defined]
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            local = frame.f_locals
+            return local.get("self"), local.get("process_obj")
+        frame = frame.f_back  # type: ignore[assignment]
+    return None

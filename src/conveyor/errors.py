@@ -16,9 +16,11 @@ import signal
 from concurrent.futures import CancelledError as _FuturesCancelledError
 from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures.thread import BrokenThreadPool
+from multiprocessing import AuthenticationError
 from typing import Any
 
 __all__ = [
+    "AccessRefusedError",
     "ClusterLostError",
     "ConveyorError",
     "EndOfStream",
@@ -373,6 +375,17 @@ class QueueOwnerGoneError(ConveyorError, OSError):
     A queue lives as long as the process that made it: a process that unpickles it
     afterwards has nobody to hand it the queue's descriptors. Processes that joined
     before go on using it.
+    """
+
+
+class AccessRefusedError(ConveyorError, AuthenticationError):
+    """A queue or pipe end reached a process that does not hold its owner's key.
+
+    Descriptors cross to a process that unpickles them through ``multiprocessing``'s
+    resource sharer, which serves only processes holding the sender's
+    ``multiprocessing.current_process().authkey``: the processes ``multiprocessing``
+    (and so conveyor's process pools) start inherit it; a Dask worker or an unrelated
+    interpreter does not, and is refused. The sender goes on serving the others.
     """
 
 

@@ -91,11 +91,12 @@ def substitute_pools(test_module: types.ModuleType) -> None:
     import conveyor
 
     # self.Pool in the generated With<Type>TestPool classes comes from these mixins, and
-    # so do self.Queue and self.JoinableQueue in WithProcessesTestQueue.
+    # so do self.Queue, self.JoinableQueue and self.Pipe in the queue and connection tests.
     test_module.ProcessesMixin.Pool = staticmethod(conveyor.Pool)
     test_module.ThreadsMixin.Pool = staticmethod(conveyor.ThreadPool)
     test_module.ProcessesMixin.Queue = staticmethod(conveyor.Queue)
     test_module.ProcessesMixin.JoinableQueue = staticmethod(conveyor.JoinableQueue)
+    test_module.ProcessesMixin.Pipe = staticmethod(conveyor.Pipe)
 
     # Other tests call multiprocessing.Pool(...) / multiprocessing.pool.Pool(...) directly.
     test_module.multiprocessing = overlay(

@@ -40,6 +40,10 @@ MP_SELECTION: dict[str, tuple[str, ...] | None] = {
     # conveyor.Queue, JoinableQueue and SimpleQueue (issue 10).
     "WithProcessesTestQueue": None,
     "TestSimpleQueue": None,
+    # conveyor.Pipe (issue 10): the tests that make their pipes with self.Pipe.
+    "WithProcessesTestConnection": None,
+    "WithProcessesTestPoll": None,
+    "WithProcessesTestPicklingConnections": None,
 }
 
 # --- concurrent.futures (test.test_concurrent_futures of a >= 3.13 interpreter) ---------

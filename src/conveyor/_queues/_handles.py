@@ -36,11 +36,11 @@ import socket
 import tempfile
 import threading
 import weakref
-from multiprocessing import reduction
+from multiprocessing import AuthenticationError, reduction
 from typing import Any
 
 from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
-from ..errors import QueueOwnerGoneError
+from ..errors import AccessRefusedError, QueueOwnerGoneError
 from . import _handover
 from ._books import Books
 from ._wire import MESSAGE_MAX_BYTES
@@ -323,8 +323,8 @@ def _rebuild(
     token: str, shared: list[Any], fifo_path: str, owner_pid: int, end: Any = None
 ) -> QueueHandles:
     try:
-        fds = [dup.detach() for dup in shared]
-        end_fd = None if end is None else end.detach()
+        fds = take_descriptors(shared, "the queue")
+        end_fd = None if end is None else take_descriptors([end], "the queue")[0]
     except (OSError, EOFError) as exc:
         raise QueueOwnerGoneError(
             f"cannot join the queue: the process that sent it (its creator is pid "
@@ -338,6 +338,30 @@ def _rebuild(
         handles = QueueHandles(token, fds, fifo_path, owner_pid)
     handed_over(handles, end_fd)
     return handles
+
+
+def take_descriptors(shared: list[Any], what: str) -> list[int]:
+    """The descriptors ``reduction.DupFd`` objects stand for, in this process.
+
+    Received through the sender's resource sharer unless inherited; a process without
+    the sender's authkey is refused, which is made a clear error here.
+    """
+    fds: list[int] = []
+    try:
+        for dup in shared:
+            fds.append(dup.detach())
+    except AuthenticationError as exc:
+        close_fds(fds)
+        raise AccessRefusedError(
+            f"cannot take {what}: the process that sent it refused this one (pid "
+            f"{os.getpid()}), which does not hold its multiprocessing authkey; only "
+            "processes it started (or that were given its key) may share its queues "
+            "and pipes, so not a Dask worker or an unrelated interpreter"
+        ) from exc
+    except BaseException:
+        close_fds(fds)
+        raise
+    return fds
 
 
 # Queues handed to the task a pool worker is running now (None: not inside a task).
@@ -418,4 +442,4 @@ def _remove_dir(path: str, pid: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["POLL_SLICE_S", "SOCKET_BUFFER_BYTES", "QueueHandles"]
+__all__ = ["POLL_SLICE_S", "SOCKET_BUFFER_BYTES", "QueueHandles", "take_descriptors"]

@@ -1,4 +1,5 @@
-"""Handing a queue to a process being started, with no moment in which it counts for nobody.
+"""Handing a queue or a pipe end to a process being started, with no moment in which it
+counts for nobody.
 
 A process counts as a producer from when it holds the queue (``_handles.handed_over``).
 Counted only from when the child unpickled it, a consumer could see every other producer
@@ -13,6 +14,9 @@ parent opens a producer end of the FIFO *for* the child while it is being starte
 - fork: just before any fork, the parent opens an end per live queue; the child keeps
   those of the queues among its ``Process`` arguments and closes the others; the parent
   closes its copies as soon as the fork returns.
+
+A pipe end handed to a child being started belongs to that child from when its pid is
+known (``when_started``), whether or not it lives long enough to unpickle it.
 """
 
 from __future__ import annotations
@@ -22,16 +26,40 @@ import threading
 import time
 import weakref
 from multiprocessing.context import get_spawning_popen
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._handles import QueueHandles
 
 CHECK_INTERVAL_S = 0.002
 
+
+class Handover(Protocol):
+    """What is to happen once the child a handover was for exists."""
+
+    def started(self, pid: int | None) -> None:
+        """The child is ``pid`` (None: it was never made)."""
+
+    def forget(self) -> None:
+        """In a forked child: the handover is the parent's, not ours."""
+
+
 _lock = threading.Lock()
-_pending: list[tuple[weakref.ref[Any], int]] = []  # (the child's Popen, our copy)
+_pending: list[tuple[weakref.ref[Any], Handover]] = []  # (the child's Popen, what then)
 _thread: threading.Thread | None = None
+
+
+class _ParentsCopy:
+    """A queue's producer end opened for a child: ours to close once it has its own."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def started(self, pid: int | None) -> None:
+        os.close(self.fd)
+
+    def forget(self) -> None:
+        os.close(self.fd)
 
 
 def end_for_spawned_child(handles: QueueHandles) -> int | None:
@@ -40,10 +68,15 @@ def end_for_spawned_child(handles: QueueHandles) -> int | None:
     if popen is None:
         return None
     fd = handles.open_writer()
-    with _lock:
-        _pending.append((weakref.ref(popen), fd))
-        _start_watching()
+    when_started(popen, _ParentsCopy(fd))
     return fd
+
+
+def when_started(popen: Any, handover: Handover) -> None:
+    """Call ``handover.started(pid)`` as soon as the child ``popen`` starts has a pid."""
+    with _lock:
+        _pending.append((weakref.ref(popen), handover))
+        _start_watching()
 
 
 def _start_watching() -> None:
@@ -54,17 +87,18 @@ def _start_watching() -> None:
 
 
 def _watch() -> None:
-    """Close our copies once their children exist; end when none is left."""
+    """Finish the handovers whose children exist; end when none is left."""
     global _thread
     while True:
         with _lock:
-            still: list[tuple[weakref.ref[Any], int]] = []
-            for ref, fd in _pending:
+            still: list[tuple[weakref.ref[Any], Handover]] = []
+            for ref, handover in _pending:
                 popen = ref()
-                if popen is None or getattr(popen, "pid", None) is not None:
-                    os.close(fd)  # the child has its own copy now (or was never made)
+                pid = None if popen is None else getattr(popen, "pid", None)
+                if popen is None or pid is not None:
+                    handover.started(pid)
                 else:
-                    still.append((ref, fd))
+                    still.append((ref, handover))
             _pending[:] = still
             if not still:
                 _thread = None
@@ -100,16 +134,19 @@ def after_fork_in_child() -> None:
     for handles, fd in _fork_ends:
         handles.inherited_end = fd
     _fork_ends.clear()
-    global _thread
-    for _, fd in _pending:
-        os.close(fd)  # copies of the ends the parent holds for children it is starting
+    global _thread, _lock
+    _lock = threading.Lock()  # the watcher may have held it as the fork happened
+    for _, handover in _pending:
+        handover.forget()  # the parent's, for children it is starting
     _pending.clear()
     _thread = None
 
 
 __all__ = [
+    "Handover",
     "after_fork_in_child",
     "after_fork_in_parent",
     "before_fork",
     "end_for_spawned_child",
+    "when_started",
 ]

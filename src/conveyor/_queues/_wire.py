@@ -11,12 +11,14 @@ when its last descriptor and mapping are gone, whoever crashed.
 
 Message: one byte (``INLINE`` or ``IN_MEMFD``), then the pickle (inline) or nothing; sent
 as two parts of one ``sendmsg``, so the pickle is never copied to prepend the byte.
+A pipe's ``send_bytes`` sends bytes as they are, the same way (``RAW``, ``RAW_IN_MEMFD``).
 """
 
 from __future__ import annotations
 
 import copyreg
 import io
+import mmap
 import pickle
 from collections import ChainMap
 from typing import Any
@@ -28,6 +30,8 @@ from .._transport._shm import OutOfBand, Segment, map_fds
 
 INLINE = b"\x00"
 IN_MEMFD = b"\x01"
+RAW = b"\x02"
+RAW_IN_MEMFD = b"\x03"
 # The largest message a receiver takes: its scratch buffer, allocated once per thread.
 # A larger message would arrive truncated, so a pickle that would make one goes in a
 # memfd instead; the socket's buffer (at least 2 x 208 KiB on Linux) holds it whole.
@@ -59,12 +63,11 @@ def encode(obj: Any) -> tuple[list[Any], list[int]]:
     if len(data) <= INLINE_MAX_BYTES or not SHM_AVAILABLE:
         return [INLINE, data], fds
     try:
-        segment = Segment(len(data))
-        segment.write(memoryview(data))
+        pickled_fd = _memfd_holding(memoryview(data))
     except BaseException:
         close_fds(fds)
         raise
-    return [IN_MEMFD], [segment.fd, *fds]
+    return [IN_MEMFD], [pickled_fd, *fds]
 
 
 def decode(message: bytes, fds: list[int]) -> Any:
@@ -81,9 +84,68 @@ def decode(message: bytes, fds: list[int]) -> Any:
     return pickle.loads(memoryview(message)[1:])
 
 
+def encode_bytes(view: memoryview) -> tuple[list[Any], list[int]]:
+    """The message for raw bytes (``view`` is a flat byte view), and its descriptors."""
+    if view.nbytes <= INLINE_MAX_BYTES or not SHM_AVAILABLE:
+        return [RAW, view], []
+    return [RAW_IN_MEMFD], [_memfd_holding(view)]
+
+
+def _memfd_holding(view: memoryview) -> int:
+    segment = Segment(view.nbytes)
+    try:
+        segment.write(view)
+    except BaseException:
+        segment.close()
+        raise
+    return segment.fd
+
+
+def decode_any(message: bytes, fds: list[int]) -> Any:
+    """The object a message carries: an item, or the unpickled bytes of a raw message
+    (as ``multiprocessing``'s ``recv()`` unpickles what ``send_bytes()`` sent)."""
+    if message[:1] in (RAW, RAW_IN_MEMFD):
+        data = message_bytes(message, fds)
+        try:
+            return pickle.loads(data)
+        finally:
+            release_bytes(data)
+    return decode(message, fds)
+
+
+def message_bytes(message: bytes, fds: list[int]) -> memoryview | mmap.mmap | bytes:
+    """What a message carries as bytes: a raw message's, or an item's pickle (with its
+    out-of-band buffers put back in band). A mapping returned is the caller's to close."""
+    kind = message[:1]
+    if kind == RAW or (kind == INLINE and not fds):
+        return memoryview(message)[1:]
+    if kind == RAW_IN_MEMFD:
+        (mapping,) = map_fds(fds)
+        return mapping
+    buffer = io.BytesIO()
+    _Pickler(buffer, PROTOCOL).dump(decode(message, fds))
+    return buffer.getvalue()
+
+
+def release_bytes(data: object) -> None:
+    """Let go of what ``message_bytes`` returned (unmap a memfd)."""
+    if isinstance(data, mmap.mmap):
+        data.close()
+
+
 def discard(fds: list[int]) -> None:
     """An item that will never be decoded: let its memory go."""
     close_fds(fds)
 
 
-__all__ = ["INLINE_MAX_BYTES", "MESSAGE_MAX_BYTES", "decode", "discard", "encode"]
+__all__ = [
+    "INLINE_MAX_BYTES",
+    "MESSAGE_MAX_BYTES",
+    "decode",
+    "decode_any",
+    "discard",
+    "encode",
+    "encode_bytes",
+    "message_bytes",
+    "release_bytes",
+]
