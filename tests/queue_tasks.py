@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import time
 
@@ -115,3 +116,9 @@ class FailsToUnpickle:
 
 def _refuse():
     raise RuntimeError("cannot be rebuilt here")
+
+
+def unpickle_and_put(pickled, item):
+    q = pickle.loads(pickled)
+    q.put(item)
+    q.close()

@@ -12,6 +12,8 @@ import os
 import pickle
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -324,6 +326,34 @@ def test_a_queue_in_the_items_of_a_starmap_is_waited_for_until_the_map_ends():
         taken = list(q)
         assert result.get(timeout=WAIT_S) == [100] * 8
     assert sorted(taken) == list(range(800))
+
+
+_JOIN_WITHOUT_THE_KEY = """
+import pickle, sys
+import conveyor
+try:
+    pickle.loads(sys.stdin.buffer.read())
+except conveyor.AccessRefusedError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_process_without_the_key_cannot_join_and_the_others_still_can(ctx):
+    q = conveyor.Queue()
+    pickled = pickle.dumps(q)  # its descriptors wait in this process's resource sharer
+    stranger = subprocess.run(  # a fresh interpreter: a random authkey of its own
+        [sys.executable, "-c", _JOIN_WITHOUT_THE_KEY],
+        input=pickled,
+        capture_output=True,
+        timeout=WAIT_S,
+    )
+    assert stranger.stdout.startswith(b"refused:"), stranger
+    assert b"authkey" in stranger.stdout
+    child = ctx.Process(target=queue_tasks.unpickle_and_put, args=(pickled, "joined"))
+    child.start()  # a child holds the key: it is served the very same queue
+    assert q.get(timeout=WAIT_S) == "joined"
+    child.join(WAIT_S)
+    assert child.exitcode == 0
 
 
 # --- bounded queues -----------------------------------------------------------------------
