@@ -122,3 +122,10 @@ def unpickle_and_put(pickled, item):
     q = pickle.loads(pickled)
     q.put(item)
     q.close()
+
+
+def put_then_hold(q, started):
+    """Put one item (a producer from now on), say so, and hold the queue open."""
+    q.put(os.getpid())
+    started.put(os.getpid())
+    time.sleep(60)

@@ -236,6 +236,30 @@ def test_every_item_is_taken_exactly_once_by_many_consumer_processes(ctx):
     assert (stats.put, stats.got, stats.depth) == (30_000, 30_000, 0)
 
 
+def test_statistics_count_the_producers_and_consumers_open_and_forget_the_dead(ctx):
+    q = conveyor.Queue()
+    started = ctx.SimpleQueue()
+    holders = [ctx.Process(target=queue_tasks.put_then_hold, args=(q, started)) for _ in range(2)]
+    for p in holders:
+        p.start()
+    for _ in holders:
+        wait_until(lambda: not started.empty(), "a producer to put")
+        started.get()
+    stats = q.statistics()
+    assert (stats.producers, stats.consumers) == (2, 0)
+    q.get(timeout=WAIT_S)
+    assert (q.statistics().producers, q.statistics().consumers) == (2, 1)
+    os.kill(holders[0].pid, signal.SIGKILL)
+    holders[0].join(WAIT_S)
+    assert q.statistics().producers == 1
+    q.put("mine")
+    assert q.statistics().producers == 2  # this process, now
+    q.close()
+    holders[1].kill()
+    holders[1].join(WAIT_S)
+    assert (q.statistics().producers, q.statistics().consumers) == (0, 1)
+
+
 def test_a_consumer_reading_at_once_gets_the_items_of_producers_still_starting(ctx):
     # The parent reads as soon as it has started them: a fast producer may finish before
     # a slow one has even unpickled its arguments, and the stream must not end there.

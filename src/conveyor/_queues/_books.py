@@ -39,6 +39,9 @@ _HEADER_WORDS = PAGE_BYTES // 8  # where the rows start, in words
 
 # Row words.
 R_PID, R_PUTS, R_GETS, R_DONE, R_SPILLED, R_BLOCKED_NS = 0, 1, 2, 3, 4, 5
+# How many producers and consumers the process is: 0 or 1 for a queue (it has put and
+# not closed; it has taken), its open handles for a channel. A dead row counts none.
+R_PRODUCERS, R_CONSUMERS = 6, 7
 
 SHUTDOWN = 1
 SHUTDOWN_IMMEDIATE = 2
@@ -167,6 +170,17 @@ class Books:
         """Items put by processes that died before their local backlog was sent."""
         words = self.words
         return words[H_STRANDED] + sum(words[base + R_SPILLED] for base in self._dead_rows())
+
+    def live_total(self, word: int) -> int:
+        """The sum of one row word over the rows of live processes."""
+        words = self.words
+        count = 0
+        for row in range(words[H_ROWS]):
+            base = row_base(row)
+            value = words[base + word]
+            if value and _alive(words[base + R_PID]):
+                count += value
+        return count
 
     def _dead_rows(self) -> Iterator[int]:
         """The first word of each row whose process is gone (not yet retired)."""

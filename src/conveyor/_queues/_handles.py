@@ -36,6 +36,7 @@ import socket
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from multiprocessing import AuthenticationError, reduction
 from typing import Any
 
@@ -94,7 +95,8 @@ class QueueHandles:
         # finalizer shares, so a dropped queue closes whatever it holds then.
         self._ends: list[int | None] = [None, None]
         self.role = Role.NONE
-        self.row: int | None = None
+        # Told when this process starts or stops being a producer (for the books).
+        self.on_producing: Callable[[bool], None] | None = None
         self.pid = os.getpid()
         self._scratch = threading.local()
         self.closed = False
@@ -159,9 +161,13 @@ class QueueHandles:
 
     def become_producer(self) -> None:
         """This process puts: from now on, consumers wait for it to close or die."""
+        if self.role is Role.PRODUCER:
+            return
         if self.writer is None:
             self.writer = self._open_writer()
         self.role = Role.PRODUCER
+        if self.on_producing is not None:
+            self.on_producing(True)
 
     def expect_production(self, end: int | None = None) -> None:
         """This process was handed the queue: count it as a producer until it shows it is
@@ -192,9 +198,12 @@ class QueueHandles:
 
     def stop_producing(self) -> None:
         writer, self.writer = self.writer, None
+        was_producer = self.role is Role.PRODUCER
         self.role = Role.NONE
         if writer is not None:
             os.close(writer)
+        if was_producer and self.on_producing is not None:
+            self.on_producing(False)
 
     def open_writer(self) -> int:
         """A new producer end of the FIFO (the caller owns it)."""
@@ -296,7 +305,7 @@ class QueueHandles:
             os.close(self.writer)
             self.writer = None
         self.role = Role.NONE
-        self.row = None
+        self.on_producing = None
         self.pid = os.getpid()
         self._scratch = threading.local()
 

@@ -29,13 +29,15 @@ from ._books import (
     H_ROOM_WAITERS,
     H_SHUTDOWN,
     R_BLOCKED_NS,
+    R_CONSUMERS,
     R_GETS,
+    R_PRODUCERS,
     R_PUTS,
     R_SPILLED,
     SHUTDOWN,
     SHUTDOWN_IMMEDIATE,
 )
-from ._handles import QueueHandles
+from ._handles import QueueHandles, Role
 from ._pid import current_pid
 from ._rows import Row
 from ._wire import decode, discard, encode
@@ -51,6 +53,8 @@ class QueueStats:
     sent. ``interrupted``: gets cut short by a death (each may have cost one item).
     ``discarded``: items dropped by ``shutdown(immediate=True)``. ``abandoned``: items
     taken by processes that died before marking them done (``JoinableQueue``).
+    ``producers``: live processes that have put and not closed (for a channel: open
+    send handles); ``consumers``: live processes that have taken (open receive handles).
     """
 
     put: int
@@ -63,6 +67,8 @@ class QueueStats:
     discarded: int
     maxsize: int
     abandoned: int = 0
+    producers: int = 0
+    consumers: int = 0
 
 
 class _Side:
@@ -73,7 +79,14 @@ class _Side:
         self.row = Row(handles.books)
         self.backlog = Backlog(handles, self.row)
         self.closed = False
+        self.consuming = False
         self.pending_error: Exception | None = None  # an item get_many could not unpickle
+        handles.on_producing = self._producing
+        if handles.role is Role.PRODUCER:
+            self.row.producers(1)
+
+    def _producing(self, now: bool) -> None:
+        self.row.producers(1 if now else -1)
 
 
 class Queue(Generic[T]):
@@ -230,6 +243,8 @@ class Queue(Generic[T]):
                 if shut & SHUTDOWN_IMMEDIATE:
                     raise QueueShutDown("the queue was shut down")
                 handles.consuming()
+                if not side.consuming:
+                    self._count_consumer(side)
                 message = self._take(side)
                 if message is not None:
                     return decode(*message)
@@ -245,6 +260,11 @@ class Queue(Generic[T]):
         finally:
             if started is not None:
                 side.row.blocked(time.monotonic() - started)
+
+    def _count_consumer(self, side: _Side) -> None:
+        """This process takes from the queue: one more consumer, until it ends."""
+        side.consuming = True
+        side.row.consumers(1)
 
     def get_nowait(self) -> T:
         return self.get(False)
@@ -370,6 +390,8 @@ class Queue(Generic[T]):
             discarded=words[H_DISCARDED],
             maxsize=self._maxsize,
             abandoned=books.abandoned() if self._counts_abandoned else 0,
+            producers=books.live_total(R_PRODUCERS),
+            consumers=books.live_total(R_CONSUMERS),
         )
 
     stats = statistics

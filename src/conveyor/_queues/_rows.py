@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import threading
 
-from ._books import R_BLOCKED_NS, R_DONE, R_GETS, R_PUTS, R_SPILLED, Books, row_base
+from ._books import (
+    R_BLOCKED_NS,
+    R_CONSUMERS,
+    R_DONE,
+    R_GETS,
+    R_PRODUCERS,
+    R_PUTS,
+    R_SPILLED,
+    Books,
+    row_base,
+)
 
 
 class Row:
@@ -48,6 +58,12 @@ class Row:
 
     def blocked(self, seconds: float) -> None:
         self._add(R_BLOCKED_NS, int(seconds * 1e9))
+
+    def producers(self, delta: int) -> None:
+        self._add(R_PRODUCERS, delta)
+
+    def consumers(self, delta: int) -> None:
+        self._add(R_CONSUMERS, delta)
 
 
 __all__ = ["Row"]
