@@ -4,6 +4,7 @@ from ._cpus import available_cpus
 from ._engine._events import EventKind, JobEvent, TaskEvent, WorkerEvent
 from ._engine._states import ExitCause
 from ._frontend._subscription import Subscription
+from ._queues._channel import ReceiveChannel, SendChannel, channel
 from ._queues._kinds import JoinableQueue, SimpleQueue
 from ._queues._pipe import Connection, Pipe
 from ._queues._queue import Queue, QueueStats
@@ -11,12 +12,14 @@ from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (
     AccessRefusedError,
+    ChannelClosedError,
     ClusterLostError,
     ConveyorError,
     EndOfStream,
     PoolClosedError,
     QueueOwnerGoneError,
     QueueShutDown,
+    ReceiversGoneError,
     RemoteTraceback,
     SerializationError,
     TaskCancelledError,
@@ -33,6 +36,7 @@ from .workers import WorkerPool, imap, map, shared_pool, submit
 __all__ = [
     "AccessRefusedError",
     "AsyncResult",
+    "ChannelClosedError",
     "ClusterLostError",
     "Connection",
     "ConveyorError",
@@ -50,7 +54,10 @@ __all__ = [
     "QueueOwnerGoneError",
     "QueueShutDown",
     "QueueStats",
+    "ReceiveChannel",
+    "ReceiversGoneError",
     "RemoteTraceback",
+    "SendChannel",
     "SerializationError",
     "SimpleQueue",
     "Subscription",
@@ -67,6 +74,7 @@ __all__ = [
     "WorkerPool",
     "WorkerStats",
     "available_cpus",
+    "channel",
     "imap",
     "map",
     "shared_pool",

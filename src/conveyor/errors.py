@@ -21,12 +21,14 @@ from typing import Any
 
 __all__ = [
     "AccessRefusedError",
+    "ChannelClosedError",
     "ClusterLostError",
     "ConveyorError",
     "EndOfStream",
     "PoolClosedError",
     "QueueOwnerGoneError",
     "QueueShutDown",
+    "ReceiversGoneError",
     "RemoteTraceback",
     "SerializationError",
     "TaskCancelledError",
@@ -376,6 +378,16 @@ class QueueOwnerGoneError(ConveyorError, OSError):
     afterwards has nobody to hand it the queue's descriptors. Processes that joined
     before go on using it.
     """
+
+
+class ChannelClosedError(ConveyorError, ValueError):
+    """A channel handle was used after its ``close()`` (another handle may still be open)."""
+
+
+class ReceiversGoneError(ConveyorError, BrokenPipeError):
+    """Every receive handle of the channel is closed or its process died: nothing sent
+    now could ever be read. What was left in the channel is counted in
+    ``statistics().undeliverable``."""
 
 
 class AccessRefusedError(ConveyorError, AuthenticationError):

@@ -78,8 +78,12 @@ class QueueHandles:
         fds: list[int],
         fifo_path: str,
         owner_pid: int,
+        tracks_producers: bool = True,
     ) -> None:
         tx, rx, alive, stopped, room, done, books = fds
+        # False for a channel's queue: its producers are send handles holding FIFO
+        # writers of their own, not processes (_channel.py).
+        self.tracks_producers = tracks_producers
         self.token = token
         self.tx = socket.socket(fileno=tx)
         self.rx = socket.socket(fileno=rx)
@@ -126,11 +130,11 @@ class QueueHandles:
         self._ends[1] = fd
 
     @classmethod
-    def create(cls, maxsize: int) -> QueueHandles:
+    def create(cls, maxsize: int, tracks_producers: bool = True) -> QueueHandles:
         tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
-        path = os.path.join(_private_dir(), f"queue-{next(_ids)}")
+        path = os.path.join(private_dir(), f"queue-{next(_ids)}")
         os.mkfifo(path, 0o600)
         alive = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         books = Books.create(maxsize)
@@ -145,7 +149,7 @@ class QueueHandles:
         ]
         books.close()
         token = f"{os.getpid()}-{os.urandom(8).hex()}"
-        return cls(token, fds, path, os.getpid())
+        return cls(token, fds, path, os.getpid(), tracks_producers)
 
     # --- crossing to another process ---------------------------------------------------
 
@@ -153,6 +157,8 @@ class QueueHandles:
         fds = [self.tx.fileno(), self.rx.fileno(), self.alive, self.stopped, self.room]
         fds += [self.done, self.books.fd]
         shared = [reduction.DupFd(fd) for fd in fds]
+        if not self.tracks_producers:
+            return _rebuild, (self.token, shared, self.fifo_path, self.owner_pid, None, False)
         child_end = _handover.end_for_spawned_child(self)
         end = None if child_end is None else reduction.DupFd(child_end)
         return _rebuild, (self.token, shared, self.fifo_path, self.owner_pid, end)
@@ -254,9 +260,12 @@ class QueueHandles:
 
     # --- waiting ------------------------------------------------------------------------
 
-    def wait(self, fd: int, events: int, timeout: float | None) -> set[int]:
+    def wait(
+        self, fd: int, events: int, timeout: float | None, also: int | None = None
+    ) -> set[int]:
         """Block until ``fd`` has ``events``, the queue is shut down, or its producers
-        are gone; return which of (fd, stopped, alive) woke it (empty: timed out).
+        are gone (or ``also`` hangs up); return which of (fd, stopped, alive, also) woke
+        it (empty: timed out).
 
         The FIFO is watched only while it has not hung up: once it has, the hang-up
         stays, and a caller for whom it is not yet the end (nobody has put, or items
@@ -267,6 +276,8 @@ class QueueHandles:
         poller.register(self.stopped, select.POLLIN)
         if not self.producers_gone():
             poller.register(self.alive, 0)  # POLLHUP is always reported
+        if also is not None:
+            poller.register(also, 0)
         slice_s = POLL_SLICE_S if timeout is None else min(timeout, POLL_SLICE_S)
         return {ready for ready, _ in poller.poll(max(0.0, slice_s) * 1000)}
 
@@ -329,7 +340,12 @@ def _release(
 
 
 def _rebuild(
-    token: str, shared: list[Any], fifo_path: str, owner_pid: int, end: Any = None
+    token: str,
+    shared: list[Any],
+    fifo_path: str,
+    owner_pid: int,
+    end: Any = None,
+    tracks_producers: bool = True,
 ) -> QueueHandles:
     try:
         fds = take_descriptors(shared, "the queue")
@@ -344,8 +360,9 @@ def _rebuild(
         close_fds(fds)  # this process has the queue already: one set of handles each
         handles = known
     else:
-        handles = QueueHandles(token, fds, fifo_path, owner_pid)
-    handed_over(handles, end_fd)
+        handles = QueueHandles(token, fds, fifo_path, owner_pid, tracks_producers)
+    if tracks_producers:
+        handed_over(handles, end_fd)
     return handles
 
 
@@ -406,7 +423,7 @@ def end_task() -> None:
 
 
 def _before_fork() -> None:
-    _handover.before_fork(list(_live))
+    _handover.before_fork([handles for handles in _live if handles.tracks_producers])
 
 
 def _after_fork_in_child() -> None:
@@ -442,7 +459,8 @@ class _PrivateDir:
         cls.path, cls.pid = None, 0
 
 
-def _private_dir() -> str:
+def private_dir() -> str:
+    """This process's private directory for FIFOs (made on first use)."""
     return _PrivateDir.get()
 
 
@@ -451,4 +469,10 @@ def _remove_dir(path: str, pid: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-__all__ = ["POLL_SLICE_S", "SOCKET_BUFFER_BYTES", "QueueHandles", "take_descriptors"]
+__all__ = [
+    "POLL_SLICE_S",
+    "SOCKET_BUFFER_BYTES",
+    "QueueHandles",
+    "private_dir",
+    "take_descriptors",
+]

@@ -49,7 +49,7 @@ _pending: list[tuple[weakref.ref[Any], Handover]] = []  # (the child's Popen, wh
 _thread: threading.Thread | None = None
 
 
-class _ParentsCopy:
+class ParentsCopy:
     """A queue's producer end opened for a child: ours to close once it has its own."""
 
     def __init__(self, fd: int) -> None:
@@ -68,7 +68,7 @@ def end_for_spawned_child(handles: QueueHandles) -> int | None:
     if popen is None:
         return None
     fd = handles.open_writer()
-    when_started(popen, _ParentsCopy(fd))
+    when_started(popen, ParentsCopy(fd))
     return fd
 
 
@@ -144,6 +144,7 @@ def after_fork_in_child() -> None:
 
 __all__ = [
     "Handover",
+    "ParentsCopy",
     "after_fork_in_child",
     "after_fork_in_parent",
     "before_fork",

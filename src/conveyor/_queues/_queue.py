@@ -55,6 +55,7 @@ class QueueStats:
     taken by processes that died before marking them done (``JoinableQueue``).
     ``producers``: live processes that have put and not closed (for a channel: open
     send handles); ``consumers``: live processes that have taken (open receive handles).
+    ``undeliverable`` (channels): items left once every receive handle is gone.
     """
 
     put: int
@@ -69,6 +70,7 @@ class QueueStats:
     abandoned: int = 0
     producers: int = 0
     consumers: int = 0
+    undeliverable: int = 0
 
 
 class _Side:
@@ -105,6 +107,10 @@ class Queue(Generic[T]):
     """
 
     _counts_abandoned = False  # items taken and never marked done (JoinableQueue)
+    _also_wake: int | None = None  # a descriptor whose hang-up wakes a waiting put
+
+    def _check_still_wanted(self, fds: list[int]) -> None:
+        """Called when a waiting put wakes: raise (discarding ``fds``) to give up."""
 
     def __init__(self, maxsize: int = 0) -> None:
         self._maxsize = maxsize if maxsize > 0 else 0
@@ -131,7 +137,7 @@ class Queue(Generic[T]):
             raise QueueShutDown("the queue was shut down: nothing more can be put")
         parts, fds = encode(obj)  # an unpicklable item fails here, in the caller
         try:
-            handles.become_producer()
+            self._start_producing()
         except BaseException:
             discard(fds)
             raise
@@ -139,6 +145,9 @@ class Queue(Generic[T]):
             self._put_bounded(side, parts, fds, block, timeout)
         else:
             self._send(side, parts, fds)
+
+    def _start_producing(self) -> None:
+        self._handles.become_producer()
 
     def _send(self, side: _Side, parts: list[Any], fds: list[int]) -> None:
         if side.backlog:
@@ -171,7 +180,7 @@ class Queue(Generic[T]):
             for _, fds in messages:
                 discard(fds)
             raise
-        handles.become_producer()
+        self._start_producing()
         deadline = Deadline(timeout if block else 0.0)
         for done, (parts, fds) in enumerate(messages):
             try:
@@ -205,12 +214,15 @@ class Queue(Generic[T]):
                     # Counted as a waiter before this last look, so a consumer that
                     # makes room from now on posts a signal for us.
                     if self._room_left() <= 0:
-                        ready = handles.wait(handles.room, select.POLLIN, deadline.remaining())
+                        ready = handles.wait(
+                            handles.room, select.POLLIN, deadline.remaining(), self._also_wake
+                        )
                         if handles.room in ready:
                             handles.take_room_signal()
                         if handles.stopped in ready:
                             discard(fds)
                             raise QueueShutDown("the queue was shut down while put waited")
+                        self._check_still_wanted(fds)
                 finally:
                     with books.locked():
                         books.words[H_ROOM_WAITERS] -= 1
