@@ -129,3 +129,11 @@ def put_then_hold(q, started):
     q.put(os.getpid())
     started.put(os.getpid())
     time.sleep(60)
+
+
+def take_some_then_stop(q, count, taken, then):
+    """Take ``count`` items, report them, then stop reading: SIGKILL itself, or hang on."""
+    taken.put([q.get(timeout=30) for _ in range(count)])
+    if then == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)

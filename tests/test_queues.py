@@ -534,6 +534,36 @@ def test_a_consumer_sigkilled_while_blocked_in_get_costs_nothing(ctx):
     assert (stats.put, stats.got, stats.interrupted) == (1, 1, 0)
 
 
+@pytest.mark.parametrize("then", ["die", "hang_on"])
+def test_a_consumer_that_stops_reading_leaves_producers_a_way_out_and_a_count(ctx, then):
+    # The drop-in queue does not refuse puts when its consumers go (another may come,
+    # as with the stdlib's); a full queue makes put time out, and the books say why.
+    q = conveyor.Queue(maxsize=10)
+    taken = ctx.SimpleQueue()
+    reader = ctx.Process(target=queue_tasks.take_some_then_stop, args=(q, 5, taken, then))
+    reader.start()
+    try:
+        sent = 0
+        while True:
+            try:
+                q.put(sent, timeout=0.5)
+            except queue.Full:
+                break
+            sent += 1
+        wait_until(lambda: not taken.empty(), "the reader's report")
+        assert taken.get() == list(range(5))
+        assert sent == 15  # five taken, ten waiting: nothing lost, nothing hidden
+        if then == "die":
+            reader.join(WAIT_S)
+        stats = q.statistics()
+        assert (stats.depth, stats.got, stats.interrupted) == (10, 5, 0)
+        assert stats.consumers == (0 if then == "die" else 1)
+        assert [q.get(timeout=WAIT_S) for _ in range(10)] == list(range(5, 15))
+    finally:
+        reader.kill()
+        reader.join(WAIT_S)
+
+
 # --- JoinableQueue ------------------------------------------------------------------------
 
 
