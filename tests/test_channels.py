@@ -169,8 +169,8 @@ def test_a_send_blocked_on_a_full_channel_wakes_when_the_last_receiver_is_killed
         send_until_refused()
     wait_until(lambda: not taken.empty(), "the reader's report")
     assert taken.get() == list(range(5))
+    reader.join(WAIT_S)  # its descriptors close before it is a zombie: count it after
+    assert reader.exitcode == -signal.SIGKILL
     stats = tx.statistics()
     assert len(sent) == 15  # five taken, ten in the channel when the reader died
     assert (stats.undeliverable, stats.consumers) == (10, 0)
-    reader.join(WAIT_S)
-    assert reader.exitcode == -signal.SIGKILL

@@ -43,7 +43,7 @@ class Backlog:
     def __init__(self, handles: QueueHandles, row: Row) -> None:
         self._handles = handles
         self._row = row
-        self._items: deque[tuple[list[Any], list[int]]] = deque()
+        self.items: deque[tuple[list[Any], list[int]]] = deque()
         self._lock = threading.Lock()
         self._sent = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -51,13 +51,13 @@ class Backlog:
         _backlogs.add(self)
 
     def __bool__(self) -> bool:
-        return bool(self._items)
+        return bool(self.items)
 
     def add(self, parts: list[Any], fds: list[int]) -> None:
         """Queue one message (its parts, as ``encode`` made them) behind the others."""
         _flush_at_exit_of_this_process()
         with self._lock:
-            self._items.append((parts, fds))
+            self.items.append((parts, fds))
             self._row.spilled(+1)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -76,7 +76,7 @@ class Backlog:
             self._send_what_fits()
 
     def _send_what_fits(self) -> None:
-        items, handles = self._items, self._handles
+        items, handles = self.items, self._handles
         while items:
             parts, fds = items[0]
             if not handles.try_send(parts, fds):
@@ -93,7 +93,7 @@ class Backlog:
             with self._lock:
                 if not handles.closed:
                     self._send_what_fits()
-                if not self._items or handles.closed:
+                if not self.items or handles.closed:
                     self._thread = None
                     self._sent.notify_all()
                     return
@@ -103,7 +103,7 @@ class Backlog:
         """Wait until everything is sent; True if it was, within ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._items:
+            while self.items:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -113,16 +113,16 @@ class Backlog:
     def drop(self) -> int:
         """Give up on what is left (the process is exiting); return how many items."""
         with self._lock:
-            items, self._items = self._items, deque()
+            items, self.items = self.items, deque()
         for _, fds in items:
             close_fds(fds)
         return len(items)
 
     def forget_after_fork(self) -> None:
         """In a forked child: the parent's items are the parent's to send."""
-        for _, fds in self._items:
+        for _, fds in self.items:
             close_fds(fds)  # the child's copies of the parent's descriptors
-        self._items = deque()
+        self.items = deque()
         self._lock = threading.Lock()
         self._sent = threading.Condition(self._lock)
         self._thread = None

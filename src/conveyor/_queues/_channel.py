@@ -35,7 +35,7 @@ from .._transport._fds import close_fds
 from ..errors import ChannelClosedError, EndOfStream, ReceiversGoneError
 from . import _handover
 from ._handles import QueueHandles, private_dir, take_descriptors
-from ._queue import Queue, QueueStats, _Side
+from ._queue import Queue, QueueStats, _Side, track_forks
 from ._wire import discard
 
 T = TypeVar("T")
@@ -54,12 +54,16 @@ class _ChannelQueue(Queue[T]):
         self._handles = QueueHandles.create(maxsize, tracks_producers=False)
         self._sides = None
         self._receivers_fd = self._also_wake = receivers_fd
+        track_forks(self)
 
     def __reduce__(self) -> Any:
         raise TypeError("a channel crosses to other processes as its handles")
 
     def _start_producing(self) -> None:
         pass  # the send handle holds the writer
+
+    def _producing_settled(self) -> bool:
+        return True
 
     def _count_consumer(self, side: _Side) -> None:
         side.consuming = True  # counted per receive handle instead
@@ -285,6 +289,7 @@ def _rebuild_handle(kind: type[_H], state: tuple[Any, ...], travelling: Any) -> 
     queue = _ChannelQueue.__new__(_ChannelQueue)
     queue._maxsize, queue._handles, queue._sides = maxsize, handles, None
     queue._receivers_fd = queue._also_wake = receivers_fd
+    track_forks(queue)
     return kind(_Core(queue, receivers_path, receivers_fd), writer)
 
 

@@ -241,7 +241,10 @@ class QueueHandles:
 
     def try_receive(self) -> tuple[bytes, list[int]] | None:
         """Take one message if there is one now."""
-        scratch = self._buffer()
+        try:
+            scratch = self._scratch.view
+        except AttributeError:
+            scratch = self._buffer()
         try:
             n, ancdata, flags, _ = self.rx.recvmsg_into([scratch], ANCILLARY_BYTES, _DONTWAIT)
         except BlockingIOError:

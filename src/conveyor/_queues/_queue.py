@@ -10,9 +10,11 @@ because there is no lock (``_wire.py``); a pickling error reaches the caller of
 
 from __future__ import annotations
 
+import os
 import queue
 import select
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.util import register_after_fork
@@ -74,7 +76,13 @@ class QueueStats:
 
 
 class _Side:
-    """What one process keeps for a queue: its row in the books and its backlog."""
+    """What one process keeps for a queue: its row in the books and its backlog.
+
+    ``fast_put`` / ``fast_get``: nothing is left to settle before the next put or get
+    but the message itself (this process is a producer, or a counted consumer; no error
+    waits; the queue is unbounded, for puts), so they skip the checks of a first call.
+    Every change of role clears them.
+    """
 
     def __init__(self, handles: QueueHandles) -> None:
         self.pid = current_pid()
@@ -82,12 +90,15 @@ class _Side:
         self.backlog = Backlog(handles, self.row)
         self.closed = False
         self.consuming = False
+        self.fast_put = False
+        self.fast_get = False
         self.pending_error: Exception | None = None  # an item get_many could not unpickle
         handles.on_producing = self._producing
         if handles.role is Role.PRODUCER:
             self.row.producers(1)
 
     def _producing(self, now: bool) -> None:
+        self.fast_put = self.fast_get = False
         self.row.producers(1 if now else -1)
 
 
@@ -117,6 +128,7 @@ class Queue(Generic[T]):
         self._handles = QueueHandles.create(self._maxsize)
         self._sides: _Side | None = None
         register_after_fork(self, _after_fork_in_process_child)
+        _live.add(self)
 
     def __reduce__(self) -> Any:
         return _rebuild_queue, (type(self), self._maxsize, self._handles)
@@ -131,6 +143,23 @@ class Queue(Generic[T]):
 
     def put(self, obj: T, block: bool = True, timeout: float | None = None) -> None:
         """Put ``obj`` into the queue; with a ``maxsize``, wait for room (``queue.Full``)."""
+        side = self._sides
+        handles = self._handles
+        if (
+            side is not None
+            and side.fast_put
+            and not side.backlog.items
+            and not handles.books.words[H_SHUTDOWN]
+        ):
+            parts, fds = encode(obj)
+            if handles.try_send(parts, fds):
+                side.row.put_sent()
+            else:
+                side.backlog.add(parts, fds)
+            return
+        self._put(obj, block, timeout)
+
+    def _put(self, obj: T, block: bool, timeout: float | None) -> None:
         side = self._open_side()
         handles = self._handles
         if handles.books.words[H_SHUTDOWN]:
@@ -145,9 +174,14 @@ class Queue(Generic[T]):
             self._put_bounded(side, parts, fds, block, timeout)
         else:
             self._send(side, parts, fds)
+            side.fast_put = self._producing_settled()
 
     def _start_producing(self) -> None:
         self._handles.become_producer()
+
+    def _producing_settled(self) -> bool:
+        """Whether a put may skip ``_start_producing``: this process is a producer."""
+        return self._handles.role is Role.PRODUCER
 
     def _send(self, side: _Side, parts: list[Any], fds: list[int]) -> None:
         if side.backlog:
@@ -242,6 +276,15 @@ class Queue(Generic[T]):
         Raises ``queue.Empty`` (nothing within ``timeout``), :class:`~conveyor.EndOfStream`
         (empty, and every producer closed or died) or :class:`~conveyor.QueueShutDown`.
         """
+        side = self._sides
+        handles = self._handles
+        if side is not None and side.fast_get and not handles.books.words[H_SHUTDOWN]:
+            message = self._take(side)
+            if message is not None:
+                return decode(*message)
+        return self._get(block, timeout)
+
+    def _get(self, block: bool, timeout: float | None) -> T:
         side = self._open_side()
         if side.pending_error is not None:
             error, side.pending_error = side.pending_error, None
@@ -259,6 +302,7 @@ class Queue(Generic[T]):
                     self._count_consumer(side)
                 message = self._take(side)
                 if message is not None:
+                    side.fast_get = self._consuming_settled()
                     return decode(*message)
                 if shut & SHUTDOWN:
                     raise QueueShutDown("the queue was shut down and is empty")
@@ -272,6 +316,12 @@ class Queue(Generic[T]):
         finally:
             if started is not None:
                 side.row.blocked(time.monotonic() - started)
+
+    def _consuming_settled(self) -> bool:
+        """Whether a get may skip the first call's checks: this process is a counted
+        consumer that was not just handed the queue."""
+        handles = self._handles
+        return handles.role is not Role.EXPECTED and handles.inherited_end is None
 
     def _count_consumer(self, side: _Side) -> None:
         """This process takes from the queue: one more consumer, until it ends."""
@@ -297,6 +347,7 @@ class Queue(Generic[T]):
             except Exception as exc:
                 # The batch so far is returned; the next get raises this item's error.
                 side.pending_error = exc
+                side.fast_get = False
                 break
         return items
 
@@ -355,6 +406,7 @@ class Queue(Generic[T]):
         """This process puts nothing more (its backlog is still sent)."""
         side = self._side()
         side.closed = True
+        side.fast_put = side.fast_get = False
         self._handles.stop_producing()
 
     def join_thread(self) -> None:
@@ -442,6 +494,7 @@ def _rebuild_queue(cls: type[Queue[Any]], maxsize: int, handles: QueueHandles) -
     queue_._handles = handles
     queue_._sides = None
     register_after_fork(queue_, _after_fork_in_process_child)
+    _live.add(queue_)
     return queue_
 
 
@@ -454,4 +507,21 @@ def _after_fork_in_process_child(queue_: Queue[Any]) -> None:
     queue_._handles.adopt_inherited_end(handed=queue_ in process_arguments())
 
 
-__all__ = ["Queue", "QueueStats", "producer_ends_for"]
+_live: weakref.WeakSet[Queue[Any]] = weakref.WeakSet()
+
+
+def track_forks(queue_: Queue[Any]) -> None:
+    """Forget ``queue_``'s side in a forked child (every queue made without ``__init__``)."""
+    _live.add(queue_)
+
+
+def _forget_sides_after_fork() -> None:
+    """A forked child's side of each queue is its parent's (puts and gets skip the
+    check of the pid on their fast path)."""
+    for queue_ in list(_live):
+        queue_._sides = None
+
+
+os.register_at_fork(after_in_child=_forget_sides_after_fork)
+
+__all__ = ["Queue", "QueueStats", "producer_ends_for", "track_forks"]

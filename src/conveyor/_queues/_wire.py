@@ -20,6 +20,7 @@ import copyreg
 import io
 import mmap
 import pickle
+import threading
 from collections import ChainMap
 from typing import Any
 
@@ -47,19 +48,73 @@ class _Pickler(pickle.Pickler):
     dispatch_table = ChainMap(forking_reducers(), copyreg.dispatch_table)  # type: ignore[arg-type]
 
 
-def encode(obj: Any) -> tuple[list[Any], list[int]]:
-    """The message for ``obj``, in parts, and the descriptors to send with it (the caller
-    owns them)."""
+class _Encoder:
+    """A pickler per thread, reused: making one, with its buffer and its out-of-band
+    collector, cost more than pickling a small item."""
+
+    __slots__ = ("buffer", "busy", "oob", "pickler")
+
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        self.pickler = _Pickler(self.buffer, PROTOCOL, buffer_callback=self._out_of_band)
+        self.oob: OutOfBand | None = None
+        self.busy = False  # a __reduce__ that puts while being pickled gets a fresh one
+
+    def _out_of_band(self, buffer: pickle.PickleBuffer) -> bool:
+        if self.oob is None:
+            self.oob = OutOfBand()
+        return self.oob(buffer)
+
+    def pickle(self, obj: Any) -> tuple[bytes, list[int]]:
+        """The pickle of ``obj`` and the memfds of its out-of-band buffers."""
+        self.busy = True
+        try:
+            self.pickler.dump(obj)
+            data = self.buffer.getvalue()
+        except BaseException:
+            if self.oob is not None:
+                self.oob.close()
+            raise
+        finally:
+            oob, self.oob = self.oob, None
+            self.buffer.seek(0)
+            self.buffer.truncate()
+            self.pickler.clear_memo()
+            self.busy = False
+        return data, oob.fds if oob is not None else []
+
+
+_per_thread = threading.local()
+
+
+def _encoder() -> _Encoder:
+    try:
+        encoder: _Encoder = _per_thread.encoder
+    except AttributeError:
+        encoder = _per_thread.encoder = _Encoder()
+    return encoder
+
+
+def _pickle_fresh(obj: Any) -> tuple[Any, list[int]]:
     oob = OutOfBand() if SHM_AVAILABLE else None
     try:
         buffer = io.BytesIO()
         _Pickler(buffer, PROTOCOL, buffer_callback=oob).dump(obj)
-        data = buffer.getbuffer()
     except BaseException:
         if oob is not None:
             oob.close()
         raise
-    fds = oob.fds if oob is not None else []
+    return buffer.getbuffer(), oob.fds if oob is not None else []
+
+
+def encode(obj: Any) -> tuple[list[Any], list[int]]:
+    """The message for ``obj``, in parts, and the descriptors to send with it (the caller
+    owns them)."""
+    encoder = _encoder()
+    if encoder.busy or not SHM_AVAILABLE:
+        data, fds = _pickle_fresh(obj)
+    else:
+        data, fds = encoder.pickle(obj)
     if len(data) <= INLINE_MAX_BYTES or not SHM_AVAILABLE:
         return [INLINE, data], fds
     try:
