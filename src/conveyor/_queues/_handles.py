@@ -103,9 +103,17 @@ class QueueHandles:
         self.on_producing: Callable[[bool], None] | None = None
         self.pid = os.getpid()
         self._scratch = threading.local()
+        self._waiters: list[_Waiter] = []  # every thread's, to close with the handles
         self.closed = False
         self._finalizer = weakref.finalize(
-            self, _release, self.tx, self.rx, [alive, stopped, room, done], self.books, self._ends
+            self,
+            _release,
+            self.tx,
+            self.rx,
+            [alive, stopped, room, done],
+            self.books,
+            self._ends,
+            self._waiters,
         )
         # Not at exit: the backlog's flush runs then and needs the socket; the kernel
         # closes what is left when the process ends.
@@ -284,6 +292,27 @@ class QueueHandles:
         slice_s = POLL_SLICE_S if timeout is None else min(timeout, POLL_SLICE_S)
         return {ready for ready, _ in poller.poll(max(0.0, slice_s) * 1000)}
 
+    def wait_for_message(self, timeout: float | None) -> None:
+        """Block until a message may be there, the queue is shut down, or its producers
+        are gone (the caller looks again; at most ``POLL_SLICE_S``).
+
+        Waits in an epoll of this thread's, where the socket is ``EPOLLEXCLUSIVE``: a
+        message wakes one waiting consumer, not all of them (with ``poll`` every
+        consumer of a busy queue woke for each message, and all but one found none).
+        """
+        waiter = self._waiter()
+        waiter.follow_producers(not self.producers_gone())
+        slice_s = POLL_SLICE_S if timeout is None else min(timeout, POLL_SLICE_S)
+        waiter.epoll.poll(max(0.0, slice_s))
+
+    def _waiter(self) -> _Waiter:
+        try:
+            waiter: _Waiter = self._scratch.waiter
+        except AttributeError:
+            waiter = self._scratch.waiter = _Waiter(self)
+            self._waiters.append(waiter)
+        return waiter
+
     def producers_gone(self) -> bool:
         """At least one producer existed and none remains (each closed or died)."""
         poller = select.poll()
@@ -322,6 +351,9 @@ class QueueHandles:
         self.on_producing = None
         self.pid = os.getpid()
         self._scratch = threading.local()
+        for waiter in self._waiters:
+            waiter.epoll.close()  # a copy of the parent's epoll: its interest list is theirs
+        self._waiters.clear()
 
     def close(self) -> None:
         """Let go of every descriptor (also done when the handles are garbage collected)."""
@@ -330,10 +362,40 @@ class QueueHandles:
         self._finalizer()
 
 
+class _Waiter:
+    """One thread's epoll on a queue: the socket (exclusive), ``stopped``, and the
+    producers' FIFO while it has not hung up (its hang-up would be reported forever)."""
+
+    def __init__(self, handles: QueueHandles) -> None:
+        self.epoll = select.epoll()
+        self.epoll.register(handles.rx.fileno(), select.EPOLLIN | _EXCLUSIVE)
+        self.epoll.register(handles.stopped, select.EPOLLIN)
+        self._alive = handles.alive
+        self._watching_producers = False
+
+    def follow_producers(self, watch: bool) -> None:
+        if watch and not self._watching_producers:
+            self.epoll.register(self._alive, 0)  # EPOLLHUP is always reported
+        elif not watch and self._watching_producers:
+            self.epoll.unregister(self._alive)
+        self._watching_producers = watch
+
+
+_EXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+
+
 def _release(
-    tx: socket.socket, rx: socket.socket, fds: list[int], books: Books, ends: list[int | None]
+    tx: socket.socket,
+    rx: socket.socket,
+    fds: list[int],
+    books: Books,
+    ends: list[int | None],
+    waiters: list[_Waiter],
 ) -> None:
     """Close one process's handles on a queue (once: ``weakref.finalize`` sees to it)."""
+    for waiter in waiters:
+        waiter.epoll.close()
+    waiters.clear()
     close_fds([fd for fd in ends if fd is not None])
     ends[:] = [None, None]
     books.close()

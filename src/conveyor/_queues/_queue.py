@@ -11,6 +11,7 @@ because there is no lock (``_wire.py``); a pickling error reaches the caller of
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import select
 import time
@@ -279,9 +280,14 @@ class Queue(Generic[T]):
         side = self._sides
         handles = self._handles
         if side is not None and side.fast_get and not handles.books.words[H_SHUTDOWN]:
-            message = self._take(side)
+            message = side.row.counted_receive(handles.try_receive)
             if message is not None:
-                return decode(*message)
+                if self._maxsize and handles.books.words[H_ROOM_WAITERS] > 0:
+                    handles.post_room()
+                data, fds = message
+                if not fds:
+                    return pickle.loads(memoryview(data)[1:])
+                return decode(data, fds)
         return self._get(block, timeout)
 
     def _get(self, block: bool, timeout: float | None) -> T:
@@ -312,7 +318,7 @@ class Queue(Generic[T]):
                     raise queue.Empty
                 if started is None:
                     started = time.monotonic()
-                handles.wait(handles.rx.fileno(), select.POLLIN, deadline.remaining())
+                handles.wait_for_message(deadline.remaining())
         finally:
             if started is not None:
                 side.row.blocked(time.monotonic() - started)
@@ -362,9 +368,7 @@ class Queue(Generic[T]):
     def _take(self, side: _Side) -> tuple[bytes, list[int]] | None:
         """One message if there is one now, counted in this process's row (the busy
         bit covers the receive), and a room signal for producers waiting on a full queue."""
-        side.row.begin_get()
-        message = self._handles.try_receive()
-        side.row.end_get(message is not None)
+        message = side.row.counted_receive(self._handles.try_receive)
         waiting = self._maxsize and self._handles.books.words[H_ROOM_WAITERS] > 0
         if message is not None and waiting:
             self._handles.post_room()

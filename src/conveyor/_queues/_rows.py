@@ -8,6 +8,8 @@ with the count moved, in the same store after it; ``puts`` counts after each sen
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from ._books import (
     R_BLOCKED_NS,
@@ -20,6 +22,8 @@ from ._books import (
     Books,
     row_base,
 )
+
+T = TypeVar("T")
 
 
 class Row:
@@ -51,13 +55,16 @@ class Row:
             self._words[index + R_PUTS] += 2
             self._words[index + R_SPILLED] -= 1
 
-    def begin_get(self) -> None:
-        with self._lock:
-            self._words[self._gets] += 1
-
-    def end_get(self, got: bool) -> None:
-        with self._lock:
-            self._words[self._gets] += 1 if got else -1
+    def counted_receive(self, receive: Callable[[], T | None]) -> T | None:
+        """``receive()`` with the busy bit set around it, and the count moved in the
+        same store that clears the bit (a process killed in between leaves the bit)."""
+        words, gets, lock = self._words, self._gets, self._lock
+        with lock:
+            words[gets] += 1
+        message = receive()
+        with lock:
+            words[gets] += 1 if message is not None else -1
+        return message
 
     def task_done(self) -> None:
         self._add(R_DONE, 1)

@@ -50,12 +50,14 @@ class _Pickler(pickle.Pickler):
 
 class _Encoder:
     """A pickler per thread, reused: making one, with its buffer and its out-of-band
-    collector, cost more than pickling a small item."""
+    collector, cost more than pickling a small item. Its buffer starts with the
+    ``INLINE`` byte, so what it holds after a dump is the whole message."""
 
     __slots__ = ("buffer", "busy", "oob", "pickler")
 
     def __init__(self) -> None:
-        self.buffer = io.BytesIO()
+        self.buffer = io.BytesIO(INLINE)
+        self.buffer.seek(1)
         self.pickler = _Pickler(self.buffer, PROTOCOL, buffer_callback=self._out_of_band)
         self.oob: OutOfBand | None = None
         self.busy = False  # a __reduce__ that puts while being pickled gets a fresh one
@@ -65,37 +67,42 @@ class _Encoder:
             self.oob = OutOfBand()
         return self.oob(buffer)
 
-    def pickle(self, obj: Any) -> tuple[bytes, list[int]]:
-        """The pickle of ``obj`` and the memfds of its out-of-band buffers."""
-        self.busy = True
-        try:
-            self.pickler.dump(obj)
-            data = self.buffer.getvalue()
-        except BaseException:
-            if self.oob is not None:
-                self.oob.close()
-            raise
-        finally:
-            oob, self.oob = self.oob, None
-            self.buffer.seek(0)
-            self.buffer.truncate()
-            self.pickler.clear_memo()
-            self.busy = False
-        return data, oob.fds if oob is not None else []
-
 
 _per_thread = threading.local()
 
 
-def _encoder() -> _Encoder:
+def encode(obj: Any) -> tuple[list[Any], list[int]]:
+    """The message for ``obj``, in parts, and the descriptors to send with it (the caller
+    owns them)."""
     try:
         encoder: _Encoder = _per_thread.encoder
     except AttributeError:
         encoder = _per_thread.encoder = _Encoder()
-    return encoder
+    if encoder.busy or not SHM_AVAILABLE:
+        return _encode_fresh(obj)
+    encoder.busy = True
+    buffer = encoder.buffer
+    try:
+        encoder.pickler.dump(obj)
+        message = buffer.getvalue()
+    except BaseException:
+        if encoder.oob is not None:
+            encoder.oob.close()
+            encoder.oob = None
+        raise
+    finally:
+        buffer.seek(1)
+        buffer.truncate()
+        encoder.pickler.clear_memo()
+        encoder.busy = False
+    oob, encoder.oob = encoder.oob, None
+    fds = oob.fds if oob is not None else []
+    if len(message) <= MESSAGE_MAX_BYTES:
+        return [message], fds
+    return _in_memfd(memoryview(message)[1:], fds)
 
 
-def _pickle_fresh(obj: Any) -> tuple[Any, list[int]]:
+def _encode_fresh(obj: Any) -> tuple[list[Any], list[int]]:
     oob = OutOfBand() if SHM_AVAILABLE else None
     try:
         buffer = io.BytesIO()
@@ -104,21 +111,17 @@ def _pickle_fresh(obj: Any) -> tuple[Any, list[int]]:
         if oob is not None:
             oob.close()
         raise
-    return buffer.getbuffer(), oob.fds if oob is not None else []
-
-
-def encode(obj: Any) -> tuple[list[Any], list[int]]:
-    """The message for ``obj``, in parts, and the descriptors to send with it (the caller
-    owns them)."""
-    encoder = _encoder()
-    if encoder.busy or not SHM_AVAILABLE:
-        data, fds = _pickle_fresh(obj)
-    else:
-        data, fds = encoder.pickle(obj)
+    data = buffer.getbuffer()
+    fds = oob.fds if oob is not None else []
     if len(data) <= INLINE_MAX_BYTES or not SHM_AVAILABLE:
         return [INLINE, data], fds
+    return _in_memfd(data, fds)
+
+
+def _in_memfd(pickled: memoryview, fds: list[int]) -> tuple[list[Any], list[int]]:
+    """The message for a pickle too large for one: the pickle goes in a memfd."""
     try:
-        pickled_fd = _memfd_holding(memoryview(data))
+        pickled_fd = _memfd_holding(pickled)
     except BaseException:
         close_fds(fds)
         raise
