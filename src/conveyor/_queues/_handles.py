@@ -247,6 +247,14 @@ class QueueHandles:
             close_fds(fds)
         return True
 
+    def send_now(self, message: bytes) -> bool:
+        """``try_send`` for a message of one part and no descriptors."""
+        try:
+            self.tx.send(message, _DONTWAIT)
+        except BlockingIOError:
+            return False
+        return True
+
     def try_receive(self) -> tuple[bytes, list[int]] | None:
         """Take one message if there is one now."""
         try:

@@ -93,6 +93,10 @@ class _Side:
         self.consuming = False
         self.fast_put = False
         self.fast_get = False
+        # What the fast paths touch, one attribute away.
+        self.words = handles.books.words
+        self.lock = self.row.lock
+        self.puts, self.gets = self.row.puts_index, self.row.gets_index
         self.pending_error: Exception | None = None  # an item get_many could not unpickle
         handles.on_producing = self._producing
         if handles.role is Role.PRODUCER:
@@ -146,18 +150,16 @@ class Queue(Generic[T]):
         """Put ``obj`` into the queue; with a ``maxsize``, wait for room (``queue.Full``)."""
         side = self._sides
         handles = self._handles
-        if (
-            side is not None
-            and side.fast_put
-            and not side.backlog.items
-            and not handles.books.words[H_SHUTDOWN]
-        ):
-            parts, fds = encode(obj)
-            if handles.try_send(parts, fds):
-                side.row.put_sent()
-            else:
-                side.backlog.add(parts, fds)
-            return
+        if side is not None and side.fast_put and not side.backlog.items:
+            words = side.words
+            if not words[H_SHUTDOWN]:
+                parts, fds = encode(obj)
+                if fds or len(parts) > 1 or not handles.send_now(parts[0]):
+                    self._send(side, parts, fds)
+                    return
+                with side.lock:  # the row's count, after the send (Row.put_sent)
+                    words[side.puts] += 2
+                return
         self._put(obj, block, timeout)
 
     def _put(self, obj: T, block: bool, timeout: float | None) -> None:
@@ -279,15 +281,23 @@ class Queue(Generic[T]):
         """
         side = self._sides
         handles = self._handles
-        if side is not None and side.fast_get and not handles.books.words[H_SHUTDOWN]:
-            message = side.row.counted_receive(handles.try_receive)
-            if message is not None:
-                if self._maxsize and handles.books.words[H_ROOM_WAITERS] > 0:
-                    handles.post_room()
-                data, fds = message
-                if not fds:
-                    return pickle.loads(memoryview(data)[1:])
-                return decode(data, fds)
+        if side is not None and side.fast_get:
+            words = side.words
+            if not words[H_SHUTDOWN]:
+                # Row.counted_receive, inlined: the busy bit set around the receive
+                # (which never blocks, so the thread lock is held across it).
+                gets = side.gets
+                with side.lock:
+                    words[gets] += 1
+                    message = handles.try_receive()
+                    words[gets] += 1 if message is not None else -1
+                if message is not None:
+                    if self._maxsize and words[H_ROOM_WAITERS] > 0:
+                        handles.post_room()
+                    data, fds = message
+                    if not fds:
+                        return pickle.loads(memoryview(data)[1:])
+                    return decode(data, fds)
         return self._get(block, timeout)
 
     def _get(self, block: bool, timeout: float | None) -> T:

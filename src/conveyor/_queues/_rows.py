@@ -30,39 +30,38 @@ class Row:
     def __init__(self, books: Books) -> None:
         self._words = books.words
         self._base = row_base(books.claim_row())
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         # The words every put and get touch, as indexes (the hot path does no arithmetic).
-        self._puts = self._base + R_PUTS
-        self._gets = self._base + R_GETS
+        self.puts_index = self._base + R_PUTS
+        self.gets_index = self._base + R_GETS
 
     def _add(self, word: int, delta: int) -> None:
         index = self._base + word
-        with self._lock:
+        with self.lock:
             self._words[index] += delta
 
     def put_sent(self) -> None:
         # Counted after the send: a process killed between the two leaves an item in
         # the queue that the books do not show yet, never one they show and it lacks.
-        with self._lock:
-            self._words[self._puts] += 2
+        with self.lock:
+            self._words[self.puts_index] += 2
 
     def spilled(self, delta: int) -> None:
         self._add(R_SPILLED, delta)
 
     def sent_from_backlog(self) -> None:
         index = self._base
-        with self._lock:
+        with self.lock:
             self._words[index + R_PUTS] += 2
             self._words[index + R_SPILLED] -= 1
 
     def counted_receive(self, receive: Callable[[], T | None]) -> T | None:
         """``receive()`` with the busy bit set around it, and the count moved in the
         same store that clears the bit (a process killed in between leaves the bit)."""
-        words, gets, lock = self._words, self._gets, self._lock
-        with lock:
+        words, gets = self._words, self.gets_index
+        with self.lock:  # held across the receive, which never blocks
             words[gets] += 1
-        message = receive()
-        with lock:
+            message = receive()
             words[gets] += 1 if message is not None else -1
         return message
 
