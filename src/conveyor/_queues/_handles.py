@@ -258,11 +258,12 @@ class QueueHandles:
     def try_receive(self) -> tuple[bytes, list[int]] | None:
         """Take one message if there is one now."""
         try:
-            scratch = self._scratch.view
+            scratch, into = self._scratch.view, self._scratch.into
         except AttributeError:
             scratch = self._buffer()
+            into = self._scratch.into = [scratch]
         try:
-            n, ancdata, flags, _ = self.rx.recvmsg_into([scratch], ANCILLARY_BYTES, _DONTWAIT)
+            n, ancdata, flags, _ = self.rx.recvmsg_into(into, ANCILLARY_BYTES, _DONTWAIT)
         except BlockingIOError:
             return None
         fds = fds_from_ancillary(ancdata) if ancdata else []
