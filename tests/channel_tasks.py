@@ -20,8 +20,12 @@ def send_then_die(tx, count):
 
 
 def receive_then_die(rx, count, taken):
-    """Take ``count`` items, report them, then SIGKILL itself: no close, no exit handlers."""
+    """Take ``count`` items, report them, wait until the channel is full (its sender
+    is then blocked), then SIGKILL itself: no close, no exit handlers."""
     taken.put([rx.receive() for _ in range(count)])
+    deadline = time.monotonic() + 30
+    while rx.statistics().depth < rx.maxsize and time.monotonic() < deadline:
+        time.sleep(0.005)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
