@@ -255,8 +255,9 @@ class QueueHandles:
             return False
         return True
 
-    def try_receive(self) -> tuple[bytes, list[int]] | None:
-        """Take one message if there is one now."""
+    def try_receive(self) -> tuple[int, bytes, list[int]] | None:
+        """Take one message if there is one now: its kind byte, the rest, and the
+        descriptors that came with it."""
         try:
             scratch, into = self._scratch.view, self._scratch.into
         except AttributeError:
@@ -270,7 +271,7 @@ class QueueHandles:
         if flags & _TRUNCATED:
             close_fds(fds)
             raise OSError("conveyor: a queue message was truncated (a bug: please report it)")
-        return bytes(scratch[:n]), fds
+        return scratch[0], bytes(scratch[1:n]), fds
 
     def _buffer(self) -> memoryview:
         scratch = getattr(self._scratch, "view", None)

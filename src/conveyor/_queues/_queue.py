@@ -43,7 +43,7 @@ from ._books import (
 from ._handles import QueueHandles, Role
 from ._pid import current_pid
 from ._rows import Row
-from ._wire import decode, discard, encode
+from ._wire import decode_payload, discard, encode
 
 T = TypeVar("T")
 
@@ -294,10 +294,10 @@ class Queue(Generic[T]):
                 if message is not None:
                     if self._maxsize and words[H_ROOM_WAITERS] > 0:
                         handles.post_room()
-                    data, fds = message
+                    kind, payload, fds = message
                     if not fds:
-                        return pickle.loads(memoryview(data)[1:])
-                    return decode(data, fds)
+                        return pickle.loads(payload)
+                    return decode_payload(kind, payload, fds)
         return self._get(block, timeout)
 
     def _get(self, block: bool, timeout: float | None) -> T:
@@ -319,7 +319,7 @@ class Queue(Generic[T]):
                 message = self._take(side)
                 if message is not None:
                     side.fast_get = self._consuming_settled()
-                    return decode(*message)
+                    return decode_payload(*message)
                 if shut & SHUTDOWN:
                     raise QueueShutDown("the queue was shut down and is empty")
                 if self._stream_ended():
@@ -359,7 +359,7 @@ class Queue(Generic[T]):
             if message is None:
                 break
             try:
-                items.append(decode(*message))
+                items.append(decode_payload(*message))
             except Exception as exc:
                 # The batch so far is returned; the next get raises this item's error.
                 side.pending_error = exc
@@ -375,7 +375,7 @@ class Queue(Generic[T]):
             except EndOfStream:
                 return
 
-    def _take(self, side: _Side) -> tuple[bytes, list[int]] | None:
+    def _take(self, side: _Side) -> tuple[int, bytes, list[int]] | None:
         """One message if there is one now, counted in this process's row (the busy
         bit covers the receive), and a room signal for producers waiting on a full queue."""
         message = side.row.counted_receive(self._handles.try_receive)
@@ -449,7 +449,7 @@ class Queue(Generic[T]):
         if immediate:
             dropped = 0
             while (message := handles.try_receive()) is not None:
-                discard(message[1])
+                discard(message[2])
                 dropped += 1
             with books.locked():
                 books.words[H_DISCARDED] += dropped

@@ -31,6 +31,7 @@ from .._transport._shm import OutOfBand, Segment, map_fds
 
 INLINE = b"\x00"
 IN_MEMFD = b"\x01"
+IN_MEMFD_KIND = IN_MEMFD[0]
 RAW = b"\x02"
 RAW_IN_MEMFD = b"\x03"
 # The largest message a receiver takes: its scratch buffer, allocated once per thread.
@@ -130,7 +131,12 @@ def _in_memfd(pickled: memoryview, fds: list[int]) -> tuple[list[Any], list[int]
 
 def decode(message: bytes, fds: list[int]) -> Any:
     """The item a message carries (the descriptors are closed; mappings live on)."""
-    if message[:1] == IN_MEMFD:
+    return decode_payload(message[0], memoryview(message)[1:], fds)
+
+
+def decode_payload(kind: int, payload: Any, fds: list[int]) -> Any:
+    """``decode`` for a message already split into its kind byte and the rest."""
+    if kind == IN_MEMFD_KIND:
         pickled_fd, buffer_fds = fds[0], fds[1:]
         (pickled,) = map_fds([pickled_fd])
         try:
@@ -138,8 +144,8 @@ def decode(message: bytes, fds: list[int]) -> Any:
         finally:
             pickled.close()
     if fds:
-        return pickle.loads(memoryview(message)[1:], buffers=map_fds(fds))
-    return pickle.loads(memoryview(message)[1:])
+        return pickle.loads(payload, buffers=map_fds(fds))
+    return pickle.loads(payload)
 
 
 def encode_bytes(view: memoryview) -> tuple[list[Any], list[int]]:
@@ -201,6 +207,7 @@ __all__ = [
     "MESSAGE_MAX_BYTES",
     "decode",
     "decode_any",
+    "decode_payload",
     "discard",
     "encode",
     "encode_bytes",
