@@ -260,6 +260,25 @@ def test_statistics_count_the_producers_and_consumers_open_and_forget_the_dead(c
     assert (q.statistics().producers, q.statistics().consumers) == (0, 1)
 
 
+def test_a_consumer_handed_the_queue_again_is_a_consumer_again_at_its_next_get():
+    # Its fast get must not skip the step that lets go of the producer end a handover
+    # opens, or it would hold the stream open for every other consumer.
+    q = conveyor.Queue()
+    producer = multiprocessing.get_context("fork").Process(
+        target=queue_tasks.produce_and_close, args=(q, 0, 2)
+    )
+    producer.start()
+    assert q.get(timeout=WAIT_S) == 0  # a consumer now, on the fast path
+    assert pickle.loads(pickle.dumps(q)) is not None  # handed again (as to a pool task)
+    assert q._handles.writer is not None  # counted as a producer until it shows otherwise
+    wait_until(lambda: q.qsize() == 1, "the second item")
+    assert q.get(timeout=WAIT_S) == 1
+    assert q._handles.writer is None  # a consumer again: its end let go at this get
+    producer.join(WAIT_S)
+    with pytest.raises(conveyor.EndOfStream):
+        q.get(timeout=5)
+
+
 def test_a_consumer_reading_at_once_gets_the_items_of_producers_still_starting(ctx):
     # The parent reads as soon as it has started them: a fast producer may finish before
     # a slow one has even unpickled its arguments, and the stream must not end there.

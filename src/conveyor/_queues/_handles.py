@@ -101,6 +101,7 @@ class QueueHandles:
         self.role = Role.NONE
         # Told when this process starts or stops being a producer (for the books).
         self.on_producing: Callable[[bool], None] | None = None
+        self.on_expected: Callable[[], None] | None = None  # handed the queue (again)
         self.pid = os.getpid()
         self._scratch = threading.local()
         self._waiters: list[_Waiter] = []  # every thread's, to close with the handles
@@ -190,6 +191,8 @@ class QueueHandles:
         if self.role is Role.NONE:
             self.writer = end if end is not None else self._open_writer()
             self.role = Role.EXPECTED
+            if self.on_expected is not None:
+                self.on_expected()
         elif end is not None:
             os.close(end)  # it holds one already
 
@@ -359,6 +362,7 @@ class QueueHandles:
             self.writer = None
         self.role = Role.NONE
         self.on_producing = None
+        self.on_expected = None
         self.pid = os.getpid()
         self._scratch = threading.local()
         for waiter in self._waiters:

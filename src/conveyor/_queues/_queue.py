@@ -99,12 +99,17 @@ class _Side:
         self.puts, self.gets = self.row.puts_index, self.row.gets_index
         self.pending_error: Exception | None = None  # an item get_many could not unpickle
         handles.on_producing = self._producing
+        handles.on_expected = self._settle_again
         if handles.role is Role.PRODUCER:
             self.row.producers(1)
 
     def _producing(self, now: bool) -> None:
         self.fast_put = self.fast_get = False
         self.row.producers(1 if now else -1)
+
+    def _settle_again(self) -> None:
+        """Handed the queue again: the next get must show this process is a consumer."""
+        self.fast_put = self.fast_get = False
 
 
 class Queue(Generic[T]):
