@@ -27,7 +27,7 @@ from typing import Any
 from .._compat import forking_reducers
 from .._transport._fds import close_fds
 from .._transport._shm import AVAILABLE as SHM_AVAILABLE
-from .._transport._shm import OutOfBand, Segment, map_fds
+from .._transport._shm import OutOfBand, map_fds, to_memfd
 
 INLINE = b"\x00"
 IN_MEMFD = b"\x01"
@@ -122,7 +122,7 @@ def _encode_fresh(obj: Any) -> tuple[list[Any], list[int]]:
 def _in_memfd(pickled: memoryview, fds: list[int]) -> tuple[list[Any], list[int]]:
     """The message for a pickle too large for one: the pickle goes in a memfd."""
     try:
-        pickled_fd = _memfd_holding(pickled)
+        pickled_fd = to_memfd(pickled)
     except BaseException:
         close_fds(fds)
         raise
@@ -152,17 +152,7 @@ def encode_bytes(view: memoryview) -> tuple[list[Any], list[int]]:
     """The message for raw bytes (``view`` is a flat byte view), and its descriptors."""
     if view.nbytes <= INLINE_MAX_BYTES or not SHM_AVAILABLE:
         return [RAW, view], []
-    return [RAW_IN_MEMFD], [_memfd_holding(view)]
-
-
-def _memfd_holding(view: memoryview) -> int:
-    segment = Segment(view.nbytes)
-    try:
-        segment.write(view)
-    except BaseException:
-        segment.close()
-        raise
-    return segment.fd
+    return [RAW_IN_MEMFD], [to_memfd(view)]
 
 
 def decode_any(message: bytes, fds: list[int]) -> Any:

@@ -138,7 +138,7 @@ class OutOfBand:
         if view.nbytes < OOB_MIN_BYTES:
             return True
         if self._cache is None:
-            self.fds.append(_to_memfd(view))
+            self.fds.append(to_memfd(view))
         else:
             segment = self._cache.take(view.nbytes)
             self.segments.append(segment)
@@ -186,7 +186,7 @@ class MappedBuffers:
         return mask
 
 
-def _to_memfd(view: memoryview) -> int:
+def to_memfd(view: memoryview) -> int:
     """A new memfd holding ``view``; the caller owns the descriptor."""
     segment = Segment(view.nbytes)
     try:
