@@ -34,7 +34,8 @@ from .._compat import process_arguments
 from .._transport._fds import close_fds
 from ..errors import ChannelClosedError, EndOfStream, ReceiversGoneError
 from . import _handover
-from ._handles import QueueHandles, private_dir, take_descriptors
+from ._crossing import private_dir, take_descriptors
+from ._handles import QueueHandles
 from ._queue import Queue, QueueStats, _Side, track_forks
 from ._wire import discard
 

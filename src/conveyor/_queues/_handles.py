@@ -26,24 +26,22 @@ handles but not the parent's producer end (``os.register_at_fork``).
 
 from __future__ import annotations
 
-import atexit
 import enum
 import itertools
 import os
 import select
-import shutil
 import socket
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable
-from multiprocessing import AuthenticationError, reduction
+from multiprocessing import reduction
 from typing import Any
 
 from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
-from ..errors import AccessRefusedError, QueueOwnerGoneError
+from ..errors import QueueOwnerGoneError
 from . import _handover
 from ._books import Books
+from ._crossing import forget_private_dir, private_dir, take_descriptors
 from ._wire import MESSAGE_MAX_BYTES
 
 # The socket's buffer, in bytes (the kernel caps it at net.core.wmem_max, and doubles
@@ -445,30 +443,6 @@ def _rebuild(
     return handles
 
 
-def take_descriptors(shared: list[Any], what: str) -> list[int]:
-    """The descriptors ``reduction.DupFd`` objects stand for, in this process.
-
-    Received through the sender's resource sharer unless inherited; a process without
-    the sender's authkey is refused, which is made a clear error here.
-    """
-    fds: list[int] = []
-    try:
-        for dup in shared:
-            fds.append(dup.detach())
-    except AuthenticationError as exc:
-        close_fds(fds)
-        raise AccessRefusedError(
-            f"cannot take {what}: the process that sent it refused this one (pid "
-            f"{os.getpid()}), which does not hold its multiprocessing authkey; only "
-            "processes it started (or that were given its key) may share its queues "
-            "and pipes, so not a Dask worker or an unrelated interpreter"
-        ) from exc
-    except BaseException:
-        close_fds(fds)
-        raise
-    return fds
-
-
 # Queues handed to the task a pool worker is running now (None: not inside a task).
 _task_scope: list[QueueHandles] | None = None
 
@@ -509,7 +483,7 @@ def _after_fork_in_child() -> None:
     for handles in list(_live):
         handles.forget_after_fork()
     _handover.after_fork_in_child()
-    _PrivateDir.forget()
+    forget_private_dir()
 
 
 os.register_at_fork(
@@ -519,39 +493,4 @@ os.register_at_fork(
 )
 
 
-class _PrivateDir:
-    """A directory only this user can enter, for the FIFOs; removed when we exit."""
-
-    path: str | None = None
-    pid = 0
-
-    @classmethod
-    def get(cls) -> str:
-        if cls.path is None or cls.pid != os.getpid():
-            cls.path = tempfile.mkdtemp(prefix="conveyor-queues-")  # mode 0700
-            cls.pid = os.getpid()
-            atexit.register(_remove_dir, cls.path, cls.pid)
-        return cls.path
-
-    @classmethod
-    def forget(cls) -> None:
-        cls.path, cls.pid = None, 0
-
-
-def private_dir() -> str:
-    """This process's private directory for FIFOs (made on first use)."""
-    return _PrivateDir.get()
-
-
-def _remove_dir(path: str, pid: int) -> None:
-    if os.getpid() == pid:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-__all__ = [
-    "POLL_SLICE_S",
-    "SOCKET_BUFFER_BYTES",
-    "QueueHandles",
-    "private_dir",
-    "take_descriptors",
-]
+__all__ = ["POLL_SLICE_S", "SOCKET_BUFFER_BYTES", "QueueHandles"]

@@ -28,7 +28,7 @@ from typing import Any
 from .._compat import process_arguments, process_being_forked
 from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
 from . import _handover
-from ._handles import take_descriptors
+from ._crossing import take_descriptors
 from ._owners import HolderWatch, Owners
 from ._wire import (
     MESSAGE_MAX_BYTES,
