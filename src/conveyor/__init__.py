@@ -7,7 +7,8 @@ from ._frontend._subscription import Subscription
 from ._queues._channel import ReceiveChannel, SendChannel, channel
 from ._queues._kinds import JoinableQueue, SimpleQueue
 from ._queues._pipe import Connection, Pipe
-from ._queues._queue import Queue, QueueStats
+from ._queues._queue import Queue
+from ._queues._stats import QueueStats
 from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (

@@ -36,7 +36,9 @@ from ..errors import ChannelClosedError, EndOfStream, ReceiversGoneError
 from . import _handover
 from ._crossing import private_dir, take_descriptors
 from ._handles import QueueHandles
-from ._queue import Queue, QueueStats, _Side, track_forks
+from ._queue import Queue, track_forks
+from ._side import _Side
+from ._stats import QueueStats
 from ._wire import discard
 
 T = TypeVar("T")

@@ -17,24 +17,17 @@ import select
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from multiprocessing.util import register_after_fork
 from typing import Any, Generic, TypeVar
 
 from .._compat import process_arguments
 from .._deadline import Deadline
 from ..errors import EndOfStream, QueueShutDown
-from ._backlog import Backlog
 from ._books import (
     H_DISCARDED,
-    H_RETIRED_GETS,
     H_RETIRED_PUTS,
     H_ROOM_WAITERS,
     H_SHUTDOWN,
-    R_BLOCKED_NS,
-    R_CONSUMERS,
-    R_GETS,
-    R_PRODUCERS,
     R_PUTS,
     R_SPILLED,
     SHUTDOWN,
@@ -42,74 +35,11 @@ from ._books import (
 )
 from ._handles import QueueHandles, Role
 from ._pid import current_pid
-from ._rows import Row
+from ._side import _Side
+from ._stats import QueueStats, read_stats
 from ._wire import decode_payload, discard, encode
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """A snapshot of a queue's counters, over every process that used it.
-
-    ``stranded``: items put by processes that exited or died before their backlog was
-    sent. ``interrupted``: gets cut short by a death (each may have cost one item).
-    ``discarded``: items dropped by ``shutdown(immediate=True)``. ``abandoned``: items
-    taken by processes that died before marking them done (``JoinableQueue``).
-    ``producers``: live processes that have put and not closed (for a channel: open
-    send handles); ``consumers``: live processes that have taken (open receive handles).
-    ``undeliverable`` (channels): items left once every receive handle is gone.
-    """
-
-    put: int
-    got: int
-    depth: int
-    waiting_to_send: int
-    blocked_s: float
-    stranded: int
-    interrupted: int
-    discarded: int
-    maxsize: int
-    abandoned: int = 0
-    producers: int = 0
-    consumers: int = 0
-    undeliverable: int = 0
-
-
-class _Side:
-    """What one process keeps for a queue: its row in the books and its backlog.
-
-    ``fast_put`` / ``fast_get``: nothing is left to settle before the next put or get
-    but the message itself (this process is a producer, or a counted consumer; no error
-    waits; the queue is unbounded, for puts), so they skip the checks of a first call.
-    Every change of role clears them.
-    """
-
-    def __init__(self, handles: QueueHandles) -> None:
-        self.pid = current_pid()
-        self.row = Row(handles.books)
-        self.backlog = Backlog(handles, self.row)
-        self.closed = False
-        self.consuming = False
-        self.fast_put = False
-        self.fast_get = False
-        # What the fast paths touch, one attribute away.
-        self.words = handles.books.words
-        self.lock = self.row.lock
-        self.puts, self.gets = self.row.puts_index, self.row.gets_index
-        self.pending_error: Exception | None = None  # an item get_many could not unpickle
-        handles.on_producing = self._producing
-        handles.on_expected = self._settle_again
-        if handles.role is Role.PRODUCER:
-            self.row.producers(1)
-
-    def _producing(self, now: bool) -> None:
-        self.fast_put = self.fast_get = False
-        self.row.producers(1 if now else -1)
-
-    def _settle_again(self) -> None:
-        """Handed the queue again: the next get must show this process is a consumer."""
-        self.fast_put = self.fast_get = False
 
 
 class Queue(Generic[T]):
@@ -460,22 +390,7 @@ class Queue(Generic[T]):
                 books.words[H_DISCARDED] += dropped
 
     def statistics(self) -> QueueStats:
-        books = self._handles.books
-        words = books.words
-        return QueueStats(
-            put=books.total(R_PUTS) + words[H_RETIRED_PUTS],
-            got=books.total(R_GETS) + words[H_RETIRED_GETS],
-            depth=books.depth(),
-            waiting_to_send=books.waiting_to_send(),
-            blocked_s=books.total(R_BLOCKED_NS) / 1e9,
-            stranded=books.stranded(),
-            interrupted=books.interrupted(),
-            discarded=words[H_DISCARDED],
-            maxsize=self._maxsize,
-            abandoned=books.abandoned() if self._counts_abandoned else 0,
-            producers=books.live_total(R_PRODUCERS),
-            consumers=books.live_total(R_CONSUMERS),
-        )
+        return read_stats(self._handles.books, self._maxsize, self._counts_abandoned)
 
     stats = statistics
 
@@ -543,4 +458,4 @@ def _forget_sides_after_fork() -> None:
 
 os.register_at_fork(after_in_child=_forget_sides_after_fork)
 
-__all__ = ["Queue", "QueueStats", "producer_ends_for", "track_forks"]
+__all__ = ["Queue", "producer_ends_for", "track_forks"]
