@@ -128,6 +128,28 @@ def wait_until(predicate, what: str, timeout: float = WAIT_S) -> None:
         time.sleep(0.005)
 
 
+_UNPICKLE_AS_A_STRANGER = """
+import pickle, sys
+import conveyor
+try:
+    pickle.loads(sys.stdin.buffer.read())
+except conveyor.AccessRefusedError as exc:
+    print("refused:", exc)
+"""
+
+
+def refused_to_a_stranger(pickled: bytes) -> str:
+    """Unpickle ``pickled`` in a fresh interpreter, which has a random authkey of its
+    own, and return what it printed: ``refused: ...`` when it was turned away."""
+    stranger = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE_AS_A_STRANGER],
+        input=pickled,
+        capture_output=True,
+        timeout=WAIT_S,
+    )
+    return stranger.stdout.decode()
+
+
 def process_gone(pid: int) -> bool:
     """The process has exited (a zombie counts: it runs nothing any more)."""
     try:

@@ -12,8 +12,6 @@ import multiprocessing.connection
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -22,7 +20,7 @@ import pytest
 
 import conveyor
 import pipe_tasks
-from conftest import WAIT_S, process_gone, wait_until
+from conftest import WAIT_S, process_gone, refused_to_a_stranger, wait_until
 from conveyor._queues._owners import HELD, HolderWatch, pack
 from conveyor._queues._pid import start_ticks
 from conveyor._queues._wire import INLINE_MAX_BYTES
@@ -288,27 +286,11 @@ def test_the_parent_may_close_its_copy_at_once_after_start(ctx):
     child.join(WAIT_S)
 
 
-_TAKE_WITHOUT_THE_KEY = """
-import pickle, sys
-import conveyor
-try:
-    pickle.loads(sys.stdin.buffer.read())
-except conveyor.AccessRefusedError as exc:
-    print("refused:", exc)
-"""
-
-
 def test_a_process_without_the_key_is_refused_and_the_others_are_still_served(ctx):
     a, b = conveyor.Pipe()
     pickled = pickle.dumps(b)  # its descriptors wait in this process's resource sharer
-    stranger = subprocess.run(  # a fresh interpreter: a random authkey of its own
-        [sys.executable, "-c", _TAKE_WITHOUT_THE_KEY],
-        input=pickled,
-        capture_output=True,
-        timeout=WAIT_S,
-    )
-    assert stranger.stdout.startswith(b"refused:"), stranger
-    assert b"authkey" in stranger.stdout
+    said = refused_to_a_stranger(pickled)  # a fresh interpreter: another authkey
+    assert said.startswith("refused:") and "authkey" in said, said
     child = ctx.Process(target=pipe_tasks.unpickle_and_send, args=(pickled, "taken"))
     child.start()  # a child holds the key: it is served the very same end
     assert a.recv() == "taken"

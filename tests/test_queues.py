@@ -12,8 +12,6 @@ import os
 import pickle
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -22,7 +20,7 @@ import pytest
 
 import conveyor
 import queue_tasks
-from conftest import WAIT_S, process_gone, wait_until
+from conftest import WAIT_S, process_gone, refused_to_a_stranger, wait_until
 from conveyor._queues._wire import INLINE_MAX_BYTES
 
 METHODS = ["fork", "spawn", "forkserver"]
@@ -371,27 +369,11 @@ def test_a_queue_in_the_items_of_a_starmap_is_waited_for_until_the_map_ends():
     assert sorted(taken) == list(range(800))
 
 
-_JOIN_WITHOUT_THE_KEY = """
-import pickle, sys
-import conveyor
-try:
-    pickle.loads(sys.stdin.buffer.read())
-except conveyor.AccessRefusedError as exc:
-    print("refused:", exc)
-"""
-
-
 def test_a_process_without_the_key_cannot_join_and_the_others_still_can(ctx):
     q = conveyor.Queue()
     pickled = pickle.dumps(q)  # its descriptors wait in this process's resource sharer
-    stranger = subprocess.run(  # a fresh interpreter: a random authkey of its own
-        [sys.executable, "-c", _JOIN_WITHOUT_THE_KEY],
-        input=pickled,
-        capture_output=True,
-        timeout=WAIT_S,
-    )
-    assert stranger.stdout.startswith(b"refused:"), stranger
-    assert b"authkey" in stranger.stdout
+    said = refused_to_a_stranger(pickled)  # a fresh interpreter: another authkey
+    assert said.startswith("refused:") and "authkey" in said, said
     child = ctx.Process(target=queue_tasks.unpickle_and_put, args=(pickled, "joined"))
     child.start()  # a child holds the key: it is served the very same queue
     assert q.get(timeout=WAIT_S) == "joined"
