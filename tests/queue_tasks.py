@@ -14,6 +14,10 @@ def produce(q, start, count):
     return count
 
 
+def produce_star(args):
+    return produce(*args)
+
+
 def produce_and_close(q, start, count):
     produce(q, start, count)
     q.close()

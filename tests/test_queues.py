@@ -369,6 +369,16 @@ def test_a_queue_in_the_items_of_a_starmap_is_waited_for_until_the_map_ends():
     assert sorted(taken) == list(range(800))
 
 
+def test_a_queue_in_the_items_of_a_lazy_map_is_waited_for_until_the_map_ends():
+    q = conveyor.Queue()
+    items = ((q, k * 100, 100) for k in range(8))  # a generator: read on the feeder thread
+    with conveyor.Pool(2) as pool:
+        results = pool.imap_unordered(queue_tasks.produce_star, items, chunksize=1)
+        taken = list(q)  # without the hold, ends once the first tasks are done
+        assert sorted(results) == [100] * 8
+    assert sorted(taken) == list(range(800))
+
+
 def test_a_process_without_the_key_cannot_join_and_the_others_still_can(ctx):
     q = conveyor.Queue()
     pickled = pickle.dumps(q)  # its descriptors wait in this process's resource sharer

@@ -12,7 +12,7 @@ when the input ends, when the consumer goes away (``stop``), or when the pool st
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -28,9 +28,17 @@ class Feeder:
     """Pushes items from ``iterator`` into ``job`` as the consumer makes room."""
 
     def __init__(
-        self, engine: Engine, job: Job, iterator: Iterator[Any], *, align: int | None = None
+        self,
+        engine: Engine,
+        job: Job,
+        iterator: Iterator[Any],
+        *,
+        align: int | None = None,
+        on_first: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self._engine = engine
+        # Shown the first batch read, before it is pushed (the pool holds the queues in it).
+        self._on_first = on_first
         # With ``align`` (a fixed chunk size) items are read in whole chunks, and an input
         # error replaces the chunk it interrupted: multiprocessing's semantics.
         self._align = align
@@ -111,6 +119,9 @@ class Feeder:
                     if self._align:  # the interrupted chunk is lost, as in the stdlib
                         del batch[len(batch) - len(batch) % self._align :]
                 if batch:
+                    if self._on_first is not None:
+                        self._on_first(batch)
+                        self._on_first = None
                     with self._cond:
                         self._outstanding += len(batch)
                     self.items_read += len(batch)

@@ -7,6 +7,7 @@ messages.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.context import BaseContext
@@ -163,11 +164,12 @@ class PoolCore:
         """
         iterator = iter(iterable)
         buffer = ResultBuffer(ordered)
-        job = Job(fn, _mode(star), buffer, options or self.options, self.sizer(chunksize))
+        sink = _HoldingQueues(buffer, [])  # what the first item carries, once it is read
+        job = Job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize))
         stop_progress = follow(self.engine, job, progress, progress_total)
         self.engine.submit(job)
         align = chunksize if chunk_granular_input_errors else None
-        feeder = Feeder(self.engine, job, iterator, align=align)
+        feeder = Feeder(self.engine, job, iterator, align=align, on_first=sink.hold_queues_in)
         buffer.on_take = feeder.release
         try:
             feeder.start()
@@ -285,12 +287,24 @@ class _HoldingQueues:
     Held from submission until the job ends (``close``, or ``abort`` when the pool
     stops), so that the tasks count as the queues' producers while they wait in the
     pool's own queue too (``docs/queues.md``). Only the first item of a map is looked
-    at: maps are taken to carry the same queue in every item.
+    at: maps are taken to carry the same queue in every item. A lazy map's first item
+    is read on its feeder thread, which hands it to ``hold_queues_in``.
     """
 
     def __init__(self, sink: Sink, ends: list[int]) -> None:
         self.sink = sink
         self._ends = ends
+        self._released = False
+        self._lock = threading.Lock()  # the feeder holds; the engine's thread releases
+
+    def hold_queues_in(self, items: Sequence[Any]) -> None:
+        """Hold producer ends of the queues in the first of ``items`` until the job ends."""
+        ends = producer_ends_for(items[:1])
+        with self._lock:
+            if not self._released:
+                self._ends.extend(ends)
+                return
+        close_fds(ends)  # the job ended (the pool stopped) before its input was read
 
     def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
         self.sink.deliver(indices, values)
@@ -317,7 +331,9 @@ class _HoldingQueues:
             self.release()
 
     def release(self) -> None:
-        ends, self._ends = self._ends, []
+        with self._lock:
+            self._released = True
+            ends, self._ends = self._ends, []
         close_fds(ends)
 
 
