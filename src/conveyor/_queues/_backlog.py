@@ -113,7 +113,8 @@ class Backlog:
     def drop(self) -> int:
         """Give up on what is left (the process is exiting); return how many items."""
         with self._lock:
-            items, self.items = self.items, deque()
+            items = list(self.items)
+            self.items.clear()  # in place: the queue's side holds this deque too
         for _, fds in items:
             close_fds(fds)
         return len(items)
@@ -122,7 +123,7 @@ class Backlog:
         """In a forked child: the parent's items are the parent's to send."""
         for _, fds in self.items:
             close_fds(fds)  # the child's copies of the parent's descriptors
-        self.items = deque()
+        self.items.clear()
         self._lock = threading.Lock()
         self._sent = threading.Condition(self._lock)
         self._thread = None

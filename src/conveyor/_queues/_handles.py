@@ -248,14 +248,6 @@ class QueueHandles:
             close_fds(fds)
         return True
 
-    def send_now(self, message: bytes) -> bool:
-        """``try_send`` for a message of one part and no descriptors."""
-        try:
-            self.tx.send(message, _DONTWAIT)
-        except BlockingIOError:
-            return False
-        return True
-
     def try_receive(self) -> tuple[int, bytes, list[int]] | None:
         """Take one message if there is one now: its kind byte, the rest, and the
         descriptors that came with it."""

@@ -14,6 +14,7 @@ import os
 import pickle
 import queue
 import select
+import socket
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -37,9 +38,10 @@ from ._handles import QueueHandles, Role
 from ._pid import current_pid
 from ._side import _Side
 from ._stats import QueueStats, read_stats
-from ._wire import decode_payload, discard, encode
+from ._wire import decode_payload, discard, encode, encode_message
 
 T = TypeVar("T")
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 
 
 class Queue(Generic[T]):
@@ -84,13 +86,17 @@ class Queue(Generic[T]):
     def put(self, obj: T, block: bool = True, timeout: float | None = None) -> None:
         """Put ``obj`` into the queue; with a ``maxsize``, wait for room (``queue.Full``)."""
         side = self._sides
-        handles = self._handles
-        if side is not None and side.fast_put and not side.backlog.items:
+        if side is not None and side.fast_put and not side.backlogged:
             words = side.words
             if not words[H_SHUTDOWN]:
-                parts, fds = encode(obj)
-                if fds or len(parts) > 1 or not handles.send_now(parts[0]):
-                    self._send(side, parts, fds)
+                message = encode_message(obj)
+                if type(message) is not bytes:
+                    self._send(side, *message)
+                    return
+                try:
+                    side.send(message, _DONTWAIT)
+                except BlockingIOError:
+                    self._send(side, [message], [])
                     return
                 with side.lock:  # the row's count, after the send (Row.put_sent)
                     words[side.puts] += 2
@@ -215,24 +221,15 @@ class Queue(Generic[T]):
         (empty, and every producer closed or died) or :class:`~conveyor.QueueShutDown`.
         """
         side = self._sides
-        handles = self._handles
-        if side is not None and side.fast_get:
-            words = side.words
-            if not words[H_SHUTDOWN]:
-                # Row.counted_receive, inlined: the busy bit set around the receive
-                # (which never blocks, so the thread lock is held across it).
-                gets = side.gets
-                with side.lock:
-                    words[gets] += 1
-                    message = handles.try_receive()
-                    words[gets] += 1 if message is not None else -1
-                if message is not None:
-                    if self._maxsize and words[H_ROOM_WAITERS] > 0:
-                        handles.post_room()
-                    kind, payload, fds = message
-                    if not fds:
-                        return pickle.loads(payload)
-                    return decode_payload(kind, payload, fds)
+        if side is not None and side.fast_get and not side.words[H_SHUTDOWN]:
+            message = side.take_now()
+            if message is not None:
+                if self._maxsize and side.words[H_ROOM_WAITERS] > 0:
+                    self._handles.post_room()
+                kind, payload, fds = message
+                if not fds:
+                    return pickle.loads(payload)
+                return decode_payload(kind, payload, fds)
         return self._get(block, timeout)
 
     def _get(self, block: bool, timeout: float | None) -> T:
@@ -313,7 +310,7 @@ class Queue(Generic[T]):
     def _take(self, side: _Side) -> tuple[int, bytes, list[int]] | None:
         """One message if there is one now, counted in this process's row (the busy
         bit covers the receive), and a room signal for producers waiting on a full queue."""
-        message = side.row.counted_receive(self._handles.try_receive)
+        message = side.take_now()
         waiting = self._maxsize and self._handles.books.words[H_ROOM_WAITERS] > 0
         if message is not None and waiting:
             self._handles.post_room()

@@ -2,13 +2,13 @@
 
 Threads of one process share the row, so each update takes a thread lock; processes
 never do (``_books.py``). The busy bit of ``gets`` is set before a receive and cleared,
-with the count moved, in the same store after it; ``puts`` counts after each send.
+with the count moved, in the same store after it (``_Side.take_now``); ``puts`` counts
+after each send.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import TypeVar
 
 from ._books import (
@@ -54,16 +54,6 @@ class Row:
         with self.lock:
             self._words[index + R_PUTS] += 2
             self._words[index + R_SPILLED] -= 1
-
-    def counted_receive(self, receive: Callable[[], T | None]) -> T | None:
-        """``receive()`` with the busy bit set around it, and the count moved in the
-        same store that clears the bit (a process killed in between leaves the bit)."""
-        words, gets = self._words, self.gets_index
-        with self.lock:  # held across the receive, which never blocks
-            words[gets] += 1
-            message = receive()
-            words[gets] += 1 if message is not None else -1
-        return message
 
     def task_done(self) -> None:
         self._add(R_DONE, 1)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+
+from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary
 from ._backlog import Backlog
 from ._handles import QueueHandles, Role
 from ._pid import current_pid
 from ._rows import Row
+from ._wire import MESSAGE_MAX_BYTES
+
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 
 
 class _Side:
@@ -15,6 +22,9 @@ class _Side:
     but the message itself (this process is a producer, or a counted consumer; no error
     waits; the queue is unbounded, for puts), so they skip the checks of a first call.
     Every change of role clears them.
+
+    A process receives under its row's lock (the busy bit covers the receive), so its
+    threads share one receive buffer, and ``take_now`` needs no per-thread lookup.
     """
 
     def __init__(self, handles: QueueHandles) -> None:
@@ -29,11 +39,42 @@ class _Side:
         self.words = handles.books.words
         self.lock = self.row.lock
         self.puts, self.gets = self.row.puts_index, self.row.gets_index
+        self.backlogged = self.backlog.items  # non-empty: a put must queue behind it
+        self.send = handles.tx.send
+        self._receive_into = handles.rx.recvmsg_into
+        self._scratch = memoryview(bytearray(MESSAGE_MAX_BYTES))
+        self._into = [self._scratch]
         self.pending_error: Exception | None = None  # an item get_many could not unpickle
         handles.on_producing = self._producing
         handles.on_expected = self._settle_again
         if handles.role is Role.PRODUCER:
             self.row.producers(1)
+
+    def take_now(self) -> tuple[int, bytes, list[int]] | None:
+        """One message if there is one now (its kind byte, the rest, its descriptors),
+        counted in this process's row: the busy bit is set around the receive and
+        cleared, with the count moved, in one store after it (``_books.py``)."""
+        words, gets = self.words, self.gets
+        with self.lock:
+            words[gets] += 1
+            try:
+                n, ancdata, flags, _ = self._receive_into(self._into, ANCILLARY_BYTES, _DONTWAIT)
+            except BlockingIOError:
+                words[gets] -= 1
+                return None
+            except BaseException:
+                words[gets] -= 1  # no message was taken (the queue was closed under us)
+                raise
+            words[gets] += 1
+            scratch = self._scratch
+            kind, payload = scratch[0], bytes(scratch[1:n])
+        if not ancdata and not flags:
+            return kind, payload, []
+        fds = fds_from_ancillary(ancdata)
+        if flags & _TRUNCATED:
+            close_fds(fds)
+            raise OSError("conveyor: a queue message was truncated (a bug: please report it)")
+        return kind, payload, fds
 
     def _producing(self, now: bool) -> None:
         self.fast_put = self.fast_get = False

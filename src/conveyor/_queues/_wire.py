@@ -75,6 +75,14 @@ _per_thread = threading.local()
 def encode(obj: Any) -> tuple[list[Any], list[int]]:
     """The message for ``obj``, in parts, and the descriptors to send with it (the caller
     owns them)."""
+    message = encode_message(obj)
+    if type(message) is bytes:
+        return [message], []
+    return message  # type: ignore[return-value]
+
+
+def encode_message(obj: Any) -> bytes | tuple[list[Any], list[int]]:
+    """``encode``, with the common item (one message, no descriptors) as its bytes."""
     try:
         encoder: _Encoder = _per_thread.encoder
     except AttributeError:
@@ -96,6 +104,8 @@ def encode(obj: Any) -> tuple[list[Any], list[int]]:
         buffer.truncate()
         encoder.pickler.clear_memo()
         encoder.busy = False
+    if encoder.oob is None and len(message) <= MESSAGE_MAX_BYTES:
+        return message
     oob, encoder.oob = encoder.oob, None
     fds = oob.fds if oob is not None else []
     if len(message) <= MESSAGE_MAX_BYTES:
@@ -201,6 +211,7 @@ __all__ = [
     "discard",
     "encode",
     "encode_bytes",
+    "encode_message",
     "message_bytes",
     "release_bytes",
 ]
