@@ -95,22 +95,32 @@ WORKLOADS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the items, one run")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     repeat = 1 if args.quick else args.repeat
     for title, (producers, consumers, items, kind) in WORKLOADS.items():
         if args.quick and kind == "small":
             items //= 10
         print(f"== {title}")
+        # The engines take turns, one run each per round, so that a change in the
+        # machine's load during the workload falls on all of them alike.
+        times: dict[str, list[float]] = {}
+        for _ in range(repeat):
+            for name, make in ENGINES.items():
+                if name in times and not times[name]:
+                    continue  # unavailable
+                try:
+                    seconds = run_once(make, producers, consumers, items, kind)
+                except ImportError as exc:
+                    print(f"   {name:24} unavailable ({exc})")
+                    times[name] = []
+                    continue
+                times.setdefault(name, []).append(seconds)
         baseline = None
-        for name, make in ENGINES.items():
-            try:
-                seconds = statistics.median(
-                    run_once(make, producers, consumers, items, kind) for _ in range(repeat)
-                )
-            except ImportError as exc:
-                print(f"   {name:24} unavailable ({exc})")
+        for name, samples in times.items():
+            if not samples:
                 continue
+            seconds = statistics.median(samples)
             rate = items * ARRAY_BYTES / 1e9 / seconds if kind == "array" else items / seconds
             baseline = baseline or rate
             print(f"   {name:24} {rate:12,.2f}  {rate / baseline:5.2f}x")
