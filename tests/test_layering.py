@@ -29,6 +29,7 @@ LAYERS = {
     "conveyor._state": 1,
     "conveyor._engine": 2,
     "conveyor._queues": 2,
+    "conveyor._shared": 3,
     "conveyor._backends": 3,
     "conveyor._frontend": 4,
     "conveyor.pool": 5,

@@ -9,6 +9,9 @@ from ._queues._kinds import JoinableQueue, SimpleQueue
 from ._queues._pipe import Connection, Pipe
 from ._queues._queue import Queue
 from ._queues._stats import QueueStats
+from ._shared._manager import Manager
+from ._shared._proxies import ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy
+from ._shared._stats import ManagerStats
 from ._state import worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (
@@ -17,6 +20,7 @@ from .errors import (
     ClusterLostError,
     ConveyorError,
     EndOfStream,
+    ManagerGoneError,
     PoolClosedError,
     QueueOwnerGoneError,
     QueueShutDown,
@@ -36,16 +40,23 @@ from .workers import WorkerPool, imap, map, shared_pool, submit
 
 __all__ = [
     "AccessRefusedError",
+    "ArrayProxy",
     "AsyncResult",
     "ChannelClosedError",
     "ClusterLostError",
     "Connection",
     "ConveyorError",
+    "DictProxy",
     "EndOfStream",
     "EventKind",
     "ExitCause",
     "JobEvent",
     "JoinableQueue",
+    "ListProxy",
+    "Manager",
+    "ManagerGoneError",
+    "ManagerStats",
+    "NamespaceProxy",
     "Pipe",
     "Pool",
     "PoolClosedError",
@@ -69,6 +80,7 @@ __all__ = [
     "ThreadPool",
     "ThreadPoolExecutor",
     "UnpicklableExceptionError",
+    "ValueProxy",
     "WorkerCrashedError",
     "WorkerEvent",
     "WorkerInitError",

@@ -25,6 +25,7 @@ __all__ = [
     "ClusterLostError",
     "ConveyorError",
     "EndOfStream",
+    "ManagerGoneError",
     "PoolClosedError",
     "QueueOwnerGoneError",
     "QueueShutDown",
@@ -398,6 +399,15 @@ class AccessRefusedError(ConveyorError, AuthenticationError):
     ``multiprocessing.current_process().authkey``: the processes ``multiprocessing``
     (and so conveyor's process pools) start inherit it; a Dask worker or an unrelated
     interpreter does not, and is refused. The sender goes on serving the others.
+    """
+
+
+class ManagerGoneError(ConveyorError, ConnectionError):
+    """A ``conveyor.Manager``'s server is gone: it was shut down, it died, or its owner did.
+
+    Every request from then on raises it at once (one clear error, not a flood of
+    ``BrokenPipeError``), and names the server and what became of it; the shared
+    objects it held are lost.
     """
 
 

@@ -1,0 +1,275 @@
+"""The objects a manager's server holds, what each type lets a client call, and when
+each object is freed.
+
+An object lives while some process holds a proxy of it or another shared object
+refers to it. The server counts, per object, the proxies it handed to each process
+(``hold``); a process gives its count back when its last proxy of the object is gone
+(``drop``), or all at once when it dies. A shared object stored inside another (a dict
+in a list) is held by a ``Ref`` there, a stand-in the server's own unpickling makes, so
+clearing the list frees the dict once no process holds it either.
+
+Counting proxies handed out, rather than a yes/no per process, lets clients give
+counts back late and on any connection: a process only gives back what it has
+already been given, so a count can never fall below the proxies alive.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._transport._serialize import load_function
+
+ITERATOR_BATCH = 256  # items an iterator proxy fetches per round trip
+
+
+class Namespace:
+    """``Manager().Namespace()``: attributes, shown in order of their names."""
+
+    def __init__(self, **attributes: Any) -> None:
+        self.__dict__.update(attributes)
+
+    def __repr__(self) -> str:
+        shown = sorted(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
+        return f"Namespace({', '.join(shown)})"
+
+
+class Value:
+    """``Manager().Value(typecode, value)``: one value (the typecode is kept, not enforced,
+    as in ``multiprocessing``)."""
+
+    def __init__(self, typecode: str, value: Any, lock: Any = True) -> None:
+        self.typecode = typecode
+        self.value = value
+
+    def get(self) -> Any:
+        return self.value
+
+    def set(self, value: Any) -> None:
+        self.value = value
+
+    def incr(self, by: Any = 1) -> Any:
+        self.value += by
+        return self.value
+
+    def apply(self, fn: bytes) -> Any:
+        self.value = load_function(fn)(self.value)
+        return self.value
+
+    def compare_and_set(self, expected: Any, new: Any) -> bool:
+        if self.value != expected:
+            return False
+        self.value = new
+        return True
+
+
+_MISSING = object()
+
+
+class Dict(dict[Any, Any]):
+    """A shared dict: a ``dict`` with the updates no client can interleave."""
+
+    def incr(self, key: Any, by: Any = 1, default: Any = 0) -> Any:
+        value = self[key] = self.get(key, default) + by
+        return value
+
+    def apply(self, key: Any, fn: bytes, default: Any = _MISSING) -> Any:
+        if key in self:
+            old = self[key]
+        elif default is _MISSING:
+            raise KeyError(key)
+        else:
+            old = default
+        value = self[key] = load_function(fn)(old)
+        return value
+
+    def compare_and_set(self, key: Any, expected: Any, new: Any) -> bool:
+        if self.get(key, _MISSING) != expected:
+            return False
+        self[key] = new
+        return True
+
+
+class List(list[Any]):
+    """A shared list: a ``list`` with the updates no client can interleave."""
+
+    def apply(self, index: int, fn: bytes) -> Any:
+        value = self[index] = load_function(fn)(self[index])
+        return value
+
+    def compare_and_set(self, index: int, expected: Any, new: Any) -> bool:
+        if self[index] != expected:
+            return False
+        self[index] = new
+        return True
+
+
+class BatchIterator:
+    """The server's side of iterating a shared dict or list: items go out in batches,
+    and an error the iteration raises (a dict changed size) reaches the client."""
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        self._iterator = iterator
+
+    def next_batch(self) -> list[Any]:
+        return list(itertools.islice(self._iterator, ITERATOR_BATCH))
+
+
+def _array(typecode: str, sequence: Any = (), lock: Any = True) -> array.array[Any]:
+    return array.array(typecode, sequence)
+
+
+_DICT_METHODS = frozenset(
+    [
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__iter__",
+        "__len__",
+        "__setitem__",
+        "clear",
+        "copy",
+        "get",
+        "items",
+        "keys",
+        "pop",
+        "popitem",
+        "setdefault",
+        "update",
+        "values",
+        "incr",
+        "apply",
+        "compare_and_set",
+        "__repr__",
+    ]
+)
+_LIST_METHODS = frozenset(
+    [
+        "__add__",
+        "__iter__",
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__len__",
+        "__mul__",
+        "__rmul__",
+        "__setitem__",
+        "__iadd__",
+        "__imul__",
+        "append",
+        "count",
+        "extend",
+        "index",
+        "insert",
+        "pop",
+        "remove",
+        "reverse",
+        "sort",
+        "apply",
+        "compare_and_set",
+        "__repr__",
+    ]
+)
+
+
+class Kind:
+    """A type a client may create: how the server makes it and what may be called."""
+
+    def __init__(self, make: Callable[..., Any], methods: frozenset[str]) -> None:
+        self.make = make
+        self.methods = methods
+
+
+KINDS: dict[str, Kind] = {
+    "dict": Kind(Dict, _DICT_METHODS),
+    "list": Kind(List, _LIST_METHODS),
+    "Namespace": Kind(
+        Namespace, frozenset({"__getattribute__", "__setattr__", "__delattr__", "__repr__"})
+    ),
+    "Value": Kind(Value, frozenset({"get", "set", "incr", "apply", "compare_and_set"})),
+    "Array": Kind(_array, frozenset({"__len__", "__getitem__", "__setitem__", "__repr__"})),
+    "Iterator": Kind(BatchIterator, frozenset({"next_batch"})),
+}
+
+
+class Entry:
+    """One shared object and who holds it."""
+
+    __slots__ = ("holds", "kind", "obj", "refs", "typeid")
+
+    def __init__(self, obj: Any, typeid: str) -> None:
+        self.obj = obj
+        self.typeid = typeid
+        self.kind = KINDS[typeid]
+        self.holds: collections.Counter[int] = collections.Counter()  # pid -> proxies
+        self.refs = 0  # Refs to it inside other shared objects
+
+
+class Table:
+    """Every object of one server, by id, with its holders."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, Entry] = {}
+        self._ids = itertools.count(1)
+        self._held_by: dict[int, set[int]] = collections.defaultdict(set)  # pid -> oids
+        self._freeing = False
+        self._to_free: collections.deque[int] = collections.deque()
+
+    def add(self, obj: Any, typeid: str) -> int:
+        oid = next(self._ids)
+        self.entries[oid] = Entry(obj, typeid)
+        return oid
+
+    def hold(self, oid: int, pid: int, count: int = 1) -> None:
+        self.entries[oid].holds[pid] += count
+        self._held_by[pid].add(oid)
+
+    def drop(self, oid: int, pid: int, count: int) -> None:
+        entry = self.entries.get(oid)
+        if entry is None:
+            return
+        entry.holds[pid] -= count
+        if entry.holds[pid] <= 0:
+            del entry.holds[pid]
+            self._held_by[pid].discard(oid)
+        self._maybe_free(oid, entry)
+
+    def drop_process(self, pid: int) -> int:
+        """Every hold of a process that died; returns how many objects it held."""
+        oids = self._held_by.pop(pid, set())
+        for oid in oids:
+            entry = self.entries.get(oid)
+            if entry is not None:
+                entry.holds.pop(pid, None)
+                self._maybe_free(oid, entry)
+        return len(oids)
+
+    def add_ref(self, oid: int) -> None:
+        self.entries[oid].refs += 1
+
+    def remove_ref(self, oid: int) -> None:
+        entry = self.entries.get(oid)
+        if entry is not None:
+            entry.refs -= 1
+            self._maybe_free(oid, entry)
+
+    def _maybe_free(self, oid: int, entry: Entry) -> None:
+        if entry.holds or entry.refs > 0:
+            return
+        self._to_free.append(oid)
+        if self._freeing:
+            return  # a free in progress (a container dropping its Refs) takes it
+        # Iteratively: freeing a list of a million nested dicts must not recurse.
+        self._freeing = True
+        try:
+            while self._to_free:
+                freed = self.entries.pop(self._to_free.popleft(), None)
+                del freed  # its Refs, if any, are released here and queue their objects
+        finally:
+            self._freeing = False
+
+
+__all__ = ["KINDS", "Dict", "Entry", "Kind", "List", "Namespace", "Table", "Value"]
