@@ -18,6 +18,7 @@ import collections
 import os
 import socket
 import threading
+from collections.abc import Callable
 from multiprocessing import current_process
 from typing import Any
 
@@ -38,9 +39,12 @@ class _Connection:
 class Client:
     """This process's connections to one server and its count of the proxies it holds."""
 
-    def __init__(self, address: str, describe_server: str = "") -> None:
+    def __init__(
+        self, address: str, describe_server: str = "", how_it_ended: Callable[[], str] | None = None
+    ) -> None:
         self.address = address
         self.describe_server = describe_server or f"the manager at {address}"
+        self._how_it_ended = how_it_ended  # the owner can say (it is the server's parent)
         self.gone: str | None = None  # why every request now fails
         self._pid = os.getpid()
         self._local = threading.local()
@@ -181,10 +185,9 @@ class Client:
 
     def _lost(self, exc: BaseException) -> ManagerGoneError:
         if self.gone is None:
-            self.gone = (
-                f"{self.describe_server} is gone ({type(exc).__name__}: {exc}); its "
-                "shared objects went with it"
-            )
+            ended = self._how_it_ended() if self._how_it_ended is not None else ""
+            how = ended or f"{type(exc).__name__}: {exc}"
+            self.gone = f"{self.describe_server} is gone ({how}); its shared objects went with it"
         return ManagerGoneError(self.gone)
 
     def _after_fork(self) -> None:

@@ -29,6 +29,7 @@ from ._server import serve
 from ._stats import ManagerStats
 
 SHUTDOWN_WAIT_S = 5.0  # for the server to exit after it is asked to, before it is killed
+SERVER_EXIT_WAIT_S = 1.0  # for a server whose socket closed to be reaped, to say how it ended
 _LISTEN_BACKLOG = 128
 
 
@@ -77,7 +78,9 @@ class Manager:
         finally:
             listener.close()  # the server's now; clients connect by path
         self._client = _client.Client(
-            self.address, describe_server=f"the manager's server (pid {self._process.pid})"
+            self.address,
+            describe_server=f"the manager's server (pid {self._process.pid})",
+            how_it_ended=self._how_the_server_ended,
         )
         _client.register(self._client)
 
@@ -120,11 +123,15 @@ class Manager:
         stats: ManagerStats = self._started().request(Op.STATS)
         return stats
 
-    def exitcode_description(self) -> str:
-        """How the server process ended, in words ("" while it runs)."""
-        if self._process is None or self._process.exitcode is None:
+    def _how_the_server_ended(self) -> str:
+        """How the server process ended, in words ("" if it still runs)."""
+        process = self._process
+        if process is None:
             return ""
-        return describe_exit(self._process.exitcode)
+        process.join(SERVER_EXIT_WAIT_S)  # its socket closed: it is exiting, or has
+        if process.exitcode is None:
+            return ""
+        return f"it ended with {describe_exit(process.exitcode)}"
 
     # --- shared objects ---------------------------------------------------------------
 

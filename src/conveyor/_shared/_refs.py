@@ -9,8 +9,6 @@ another shared object stores it, and that goes back out as a counted proxy.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,13 +28,9 @@ def serving(table: Table, address: str) -> None:
     _Serving.address = address
 
 
-@contextlib.contextmanager
-def replying_to(pid: int) -> Iterator[None]:
+def replying_to(pid: int) -> None:
+    """The reply pickled next goes to process ``pid`` (the proxies in it count for it)."""
     _Serving.recipient = pid
-    try:
-        yield
-    finally:
-        _Serving.recipient = 0
 
 
 class Ref:

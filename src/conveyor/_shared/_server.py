@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import pickle
 import secrets
 import select
 import signal
@@ -152,11 +153,11 @@ class Server:
         self._reply(connection, reply)
 
     def _reply(self, connection: _Connection, reply: tuple[Status, Any]) -> None:
-        with _refs.replying_to(connection.pid):
-            try:
-                _send(connection.sock, reply)
-            except (TypeError, AttributeError, ValueError) as exc:  # it cannot be pickled
-                _send(connection.sock, (Status.RAISED, _unpicklable(reply[1], exc)))
+        _refs.replying_to(connection.pid)
+        try:
+            _send(connection.sock, reply)
+        except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
+            _send(connection.sock, (Status.RAISED, _unpicklable(reply[1], exc)))
 
     # --- requests ---------------------------------------------------------------------
 
