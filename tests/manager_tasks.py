@@ -65,3 +65,32 @@ def hold_a_proxy_then_die(shared, ready):
     inner["seen"] = True
     ready.set()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def acquire_then_die(primitive, ready, times=1):
+    for _ in range(times):
+        primitive.acquire()
+    ready.set()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def acquire_and_hold(primitive, ready, release):
+    primitive.acquire()
+    ready.set()
+    release.wait(60)
+    primitive.release()
+
+
+def notify_when_told(condition, flag):
+    with condition:
+        flag["ready"] = True
+        condition.notify_all()
+
+
+def set_event(event):
+    event.set()
+
+
+def wait_at_barrier_then_die(barrier, ready):
+    ready.set()
+    barrier.wait()

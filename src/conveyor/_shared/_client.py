@@ -18,6 +18,7 @@ import collections
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Callable
 from multiprocessing import current_process
 from typing import Any
@@ -27,13 +28,15 @@ from ._protocol import CHALLENGE_BYTES, WELCOME, Op, Receiver, Status, answer, s
 
 
 class _Connection:
-    """One thread's connection."""
+    """One thread's connection: closed when the thread ends (its thread-local goes),
+    which the server reads as the end of that thread's hold on an ``RLock``."""
 
-    __slots__ = ("receiver", "sock")
+    __slots__ = ("__weakref__", "receiver", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.receiver = Receiver()
+        weakref.finalize(self, sock.close)
 
 
 class Client:
@@ -48,7 +51,7 @@ class Client:
         self.gone: str | None = None  # why every request now fails
         self._pid = os.getpid()
         self._local = threading.local()
-        self._connections: list[_Connection] = []
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self.live: collections.Counter[int] = collections.Counter()
         self.counted: collections.Counter[int] = collections.Counter()
@@ -80,11 +83,25 @@ class Client:
             status, value = connection.receiver.receive(connection.sock)
         except (EOFError, ConnectionError) as exc:
             raise self._lost(exc) from None
+        except BaseException:
+            # Interrupted (Ctrl-C) while the server may still answer: tell it, so that a
+            # wait is withdrawn or what it granted is given back, and read up to that.
+            self._abandon(connection)
+            raise
         finally:
             _sending.to = None
         if status == Status.RAISED:
             raise value
         return value
+
+    def _abandon(self, connection: _Connection) -> None:
+        try:
+            send_message(connection.sock, (Op.ABANDON,))
+            while connection.receiver.receive(connection.sock)[0] != Status.ABANDONED:
+                pass  # the reply it gave up on
+        except BaseException:  # the interrupt the caller raises matters more than this
+            self._local.connection = None  # out of step: the next request reconnects
+            connection.sock.close()
 
     def _returns(self) -> tuple[tuple[int, int], ...]:
         """The counts to give back with this request (objects whose last proxy died)."""
@@ -180,7 +197,7 @@ class Client:
             )
         connection = _Connection(sock)
         with self._lock:
-            self._connections.append(connection)
+            self._connections.add(connection)
         return connection
 
     def _lost(self, exc: BaseException) -> ManagerGoneError:
@@ -192,10 +209,10 @@ class Client:
 
     def _after_fork(self) -> None:
         """In a forked child: the connections are the parent's; so are the counts."""
-        for connection in self._connections:
+        for connection in list(self._connections):
             # The parent's connection: close this copy of it without shutting it down.
             os.close(connection.sock.detach())
-        self._connections = []
+        self._connections = weakref.WeakSet()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -210,7 +227,7 @@ class Client:
     def close(self) -> None:
         """Close this process's connections (the manager was shut down)."""
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections, self._connections = list(self._connections), weakref.WeakSet()
         for connection in connections:
             connection.sock.close()
         self._local = threading.local()

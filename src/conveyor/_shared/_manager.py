@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from multiprocessing import current_process
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -21,10 +22,25 @@ from typing import Any
 from .._queues._crossing import private_dir
 from .._queues._kinds import JoinableQueue
 from .._queues._queue import Queue
+from .._transport._serialize import LOCAL
 from ..errors import ManagerGoneError, describe_exit
 from . import _client
 from ._protocol import Op
-from ._proxies import ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy, new_proxy
+from ._proxies import (
+    ArrayProxy,
+    BarrierProxy,
+    BoundedSemaphoreProxy,
+    ConditionProxy,
+    DictProxy,
+    EventProxy,
+    ListProxy,
+    LockProxy,
+    NamespaceProxy,
+    RLockProxy,
+    SemaphoreProxy,
+    ValueProxy,
+    new_proxy,
+)
 from ._server import serve
 from ._stats import ManagerStats
 
@@ -158,6 +174,46 @@ class Manager:
     def Array(self, typecode: str, sequence: Any, lock: Any = True) -> ArrayProxy:
         """A shared ``array.array(typecode, sequence)``."""
         proxy: ArrayProxy = new_proxy(self._started(), "Array", (typecode, sequence), {})
+        return proxy
+
+    def Lock(self) -> LockProxy:
+        """A shared lock, given back at once if the process holding it dies."""
+        proxy: LockProxy = new_proxy(self._started(), "Lock", (), {})
+        return proxy
+
+    def RLock(self) -> RLockProxy:
+        """A shared re-entrant lock, given back if its holder dies or its thread ends."""
+        proxy: RLockProxy = new_proxy(self._started(), "RLock", (), {})
+        return proxy
+
+    def Semaphore(self, value: int = 1) -> SemaphoreProxy:
+        """A shared semaphore; the permits a dead process held are given back."""
+        proxy: SemaphoreProxy = new_proxy(self._started(), "Semaphore", (value,), {})
+        return proxy
+
+    def BoundedSemaphore(self, value: int = 1) -> BoundedSemaphoreProxy:
+        """A shared bounded semaphore."""
+        proxy: BoundedSemaphoreProxy = new_proxy(self._started(), "BoundedSemaphore", (value,), {})
+        return proxy
+
+    def Condition(self, lock: LockProxy | RLockProxy | None = None) -> ConditionProxy:
+        """A shared condition over ``lock`` (a shared Lock or RLock; its own by default)."""
+        proxy: ConditionProxy = new_proxy(self._started(), "Condition", (lock,), {})
+        return proxy
+
+    def Event(self) -> EventProxy:
+        """A shared event."""
+        proxy: EventProxy = new_proxy(self._started(), "Event", (), {})
+        return proxy
+
+    def Barrier(
+        self, parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None
+    ) -> BarrierProxy:
+        """A shared barrier; ``action`` runs in the server when it trips. A party that
+        dies while waiting breaks it."""
+        pickled = LOCAL.dumps_function(action) if action is not None else None
+        args = (parties, pickled, timeout)
+        proxy: BarrierProxy = new_proxy(self._started(), "Barrier", args, {})
         return proxy
 
     def Queue(self, maxsize: int = 0) -> Queue[Any]:

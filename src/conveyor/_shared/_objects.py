@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._transport._serialize import load_function
+from ._sync import SYNC_KINDS
 
 ITERATOR_BATCH = 256  # items an iterator proxy fetches per round trip
 
@@ -176,11 +177,17 @@ _LIST_METHODS = frozenset(
 
 
 class Kind:
-    """A type a client may create: how the server makes it and what may be called."""
+    """A type a client may create: how the server makes it and what may be called.
 
-    def __init__(self, make: Callable[..., Any], methods: frozenset[str]) -> None:
+    ``sync``: a primitive whose methods take the caller first and may wait (``_sync``).
+    """
+
+    def __init__(
+        self, make: Callable[..., Any], methods: frozenset[str], sync: bool = False
+    ) -> None:
         self.make = make
         self.methods = methods
+        self.sync = sync
 
 
 KINDS: dict[str, Kind] = {
@@ -193,6 +200,8 @@ KINDS: dict[str, Kind] = {
     "Array": Kind(_array, frozenset({"__len__", "__getitem__", "__setitem__", "__repr__"})),
     "Iterator": Kind(BatchIterator, frozenset({"next_batch"})),
 }
+for _typeid, (_make, _methods) in SYNC_KINDS.items():
+    KINDS[_typeid] = Kind(_make, _methods, sync=True)
 
 
 class Entry:

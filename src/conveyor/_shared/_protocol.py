@@ -37,6 +37,7 @@ class Op(enum.IntEnum):
     HOLD = 4  # (HOLD, oid) -> None: this process unpickled a proxy it did not hold
     STATS = 5  # (STATS,) -> ManagerStats
     SHUTDOWN = 6  # (SHUTDOWN,) -> None, then the server exits
+    ABANDON = 7  # (ABANDON,) -> ABANDONED: the client gave up waiting for its last reply
 
 
 class Status(enum.IntEnum):
@@ -44,6 +45,7 @@ class Status(enum.IntEnum):
 
     OK = 0  # (OK, value)
     RAISED = 1  # (RAISED, exception): the method raised; the caller raises it too
+    ABANDONED = 2  # (ABANDONED, None): the last request is withdrawn or undone
 
 
 def answer(authkey: bytes, challenge: bytes) -> bytes:

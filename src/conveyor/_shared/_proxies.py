@@ -12,6 +12,7 @@ and the write, which ``d[k] += 1`` (a get, then a set) cannot promise.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -228,6 +229,127 @@ for _name in ("__len__", "__getitem__", "__setitem__"):
     setattr(ArrayProxy, _name, _forward(_name))
 
 
+class AcquirerProxy(BaseProxy):
+    """A shared lock or semaphore: ``acquire``, ``release`` and ``with``. Whatever a
+    process holds is given back the moment it dies (and logged with its pid)."""
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        args = (blocking,) if timeout is None else (blocking, timeout)
+        return bool(self._client.call(self._oid, "acquire", args, {}))
+
+    def release(self) -> None:
+        self._client.call(self._oid, "release", (), {})
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+class LockProxy(AcquirerProxy):
+    """A shared ``threading.Lock``: any process may release it."""
+
+    _typeid = "Lock"
+
+    def locked(self) -> bool:
+        return bool(self._callmethod("locked"))
+
+
+class RLockProxy(AcquirerProxy):
+    """A shared ``threading.RLock``: owned by the thread that acquired it."""
+
+    _typeid = "RLock"
+
+
+class SemaphoreProxy(AcquirerProxy):
+    """A shared ``threading.Semaphore``; ``get_value()`` says how many permits are free."""
+
+    _typeid = "Semaphore"
+
+    def release(self, n: int = 1) -> None:
+        self._client.call(self._oid, "release", (n,), {})
+
+    def get_value(self) -> int:
+        return int(self._callmethod("get_value"))
+
+
+class BoundedSemaphoreProxy(SemaphoreProxy):
+    """A shared ``threading.BoundedSemaphore``."""
+
+    _typeid = "BoundedSemaphore"
+
+
+class EventProxy(BaseProxy):
+    """A shared ``threading.Event``."""
+
+    _typeid = "Event"
+
+    def is_set(self) -> bool:
+        return bool(self._callmethod("is_set"))
+
+    def set(self) -> None:
+        self._callmethod("set")
+
+    def clear(self) -> None:
+        self._callmethod("clear")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._callmethod("wait", (timeout,)))
+
+
+class ConditionProxy(AcquirerProxy):
+    """A shared ``threading.Condition``."""
+
+    _typeid = "Condition"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return bool(self._callmethod("wait", (timeout,)))
+
+    def notify(self, n: int = 1) -> None:
+        self._callmethod("notify", (n,))
+
+    def notify_all(self) -> None:
+        self._callmethod("notify_all")
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Wait until ``predicate()`` is true (it runs here, with the lock held)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (result := predicate()):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            self.wait(left)
+        return result
+
+
+class BarrierProxy(BaseProxy):
+    """A shared ``threading.Barrier``. A party that dies while waiting breaks it."""
+
+    _typeid = "Barrier"
+
+    def wait(self, timeout: float | None = None) -> int:
+        return int(self._callmethod("wait", (timeout,)))
+
+    def abort(self) -> None:
+        self._callmethod("abort")
+
+    def reset(self) -> None:
+        self._callmethod("reset")
+
+    @property
+    def parties(self) -> int:
+        return int(self._callmethod("parties"))
+
+    @property
+    def n_waiting(self) -> int:
+        return int(self._callmethod("n_waiting"))
+
+    @property
+    def broken(self) -> bool:
+        return bool(self._callmethod("broken"))
+
+
 class IteratorProxy(BaseProxy):
     """Iterating a shared dict or list: items come from the server in batches."""
 
@@ -252,7 +374,21 @@ class IteratorProxy(BaseProxy):
 
 PROXY_TYPES: dict[str, type[BaseProxy]] = {
     cls._typeid: cls
-    for cls in (DictProxy, ListProxy, NamespaceProxy, ValueProxy, ArrayProxy, IteratorProxy)
+    for cls in (
+        DictProxy,
+        ListProxy,
+        NamespaceProxy,
+        ValueProxy,
+        ArrayProxy,
+        IteratorProxy,
+        LockProxy,
+        RLockProxy,
+        SemaphoreProxy,
+        BoundedSemaphoreProxy,
+        EventProxy,
+        ConditionProxy,
+        BarrierProxy,
+    )
 }
 
 
@@ -271,12 +407,20 @@ def new_proxy(client: Client, typeid: str, args: tuple[Any, ...], kwargs: dict[s
 
 __all__ = [
     "PROXY_TYPES",
+    "AcquirerProxy",
     "ArrayProxy",
+    "BarrierProxy",
     "BaseProxy",
+    "BoundedSemaphoreProxy",
+    "ConditionProxy",
     "DictProxy",
+    "EventProxy",
     "IteratorProxy",
     "ListProxy",
+    "LockProxy",
     "NamespaceProxy",
+    "RLockProxy",
+    "SemaphoreProxy",
     "ValueProxy",
     "adopt",
     "new_proxy",

@@ -51,6 +51,16 @@ class Ref:
         if table is not None:
             table.remove_ref(self.oid)
 
+    def target(self) -> Any:
+        """The object it stands for."""
+        table = _Serving.table
+        assert table is not None
+        return table.entries[self.oid].obj
+
+    def __getattr__(self, name: str) -> Any:
+        # In the server, code given a shared object (a barrier's action) uses it directly.
+        return getattr(self.target(), name)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Ref) and other.oid == self.oid
 

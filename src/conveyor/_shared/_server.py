@@ -28,6 +28,8 @@ from ._objects import KINDS, BatchIterator, Table
 from ._protocol import CHALLENGE_BYTES, REFUSED, WELCOME, Op, Receiver, Status, answer
 from ._protocol import send_message as _send
 from ._stats import ManagerStats
+from ._sync import SyncObject, log_release
+from ._waits import PARKED, Caller, Timers
 
 _log = logging.getLogger("conveyor")
 # A client that stops reading its replies cannot stall the server for longer.
@@ -42,13 +44,14 @@ class ConnState(enum.Enum):
 
 
 class _Connection:
-    __slots__ = ("challenge", "pid", "sock", "state")
+    __slots__ = ("challenge", "last", "pid", "sock", "state")
 
     def __init__(self, sock: socket.socket, pid: int) -> None:
         self.sock = sock
         self.pid = pid
         self.state = ConnState.CHALLENGED
         self.challenge = secrets.token_bytes(CHALLENGE_BYTES)
+        self.last: Caller | None = None  # the request answered last, or still waiting
 
 
 class Server:
@@ -63,6 +66,8 @@ class Server:
         self._pidfds: dict[int, int] = {}  # pidfd -> pid, one per client process
         self._pids: dict[int, int] = {}  # pid -> pidfd
         self._receiver = Receiver()
+        self._timers = Timers()
+        self._to_drop: list[_Connection] = []
         self._running = True
         self._requests = 0
         self._refused = 0
@@ -79,8 +84,11 @@ class Server:
         _refs.serving(self.table, self._listener.getsockname())
         try:
             while self._running:
-                for fd, _events in self._epoll.poll():
+                for fd, _events in self._epoll.poll(self._timers.poll_timeout_s()):
                     self._on_ready(fd)
+                    self._drop_broken()
+                self._timers.expire()
+                self._drop_broken()
         finally:
             self._close()
 
@@ -146,27 +154,56 @@ class Server:
         except BlockingIOError:
             return
         self._requests += 1
+        if request[0] == Op.ABANDON:
+            self._abandon(connection)
+            return
+        self._timers.forget_answered(connection)
+        caller = connection.last = Caller(
+            connection,
+            connection.pid,
+            lambda value: self._reply(connection, (Status.OK, value)),
+            lambda error: self._reply(connection, (Status.RAISED, error)),
+            self._timers,
+        )
         try:
-            reply = (Status.OK, self._handle(connection.pid, request))
+            result = self._handle(caller, request)
         except BaseException as exc:  # the caller raises it: nothing of it stays here
-            reply = (Status.RAISED, exc)
-        self._reply(connection, reply)
+            caller.undo = None
+            self._reply(connection, (Status.RAISED, exc))
+            return
+        if result is not PARKED:
+            self._reply(connection, (Status.OK, result))
+
+    def _abandon(self, connection: _Connection) -> None:
+        """The client stopped waiting for its last reply (an interrupt): withdraw the
+        request if it still waits, or give back what its reply granted."""
+        withdrawn = self._timers.withdraw_connection(connection)
+        last = connection.last
+        if not withdrawn and last is not None and last.undo is not None:
+            last.undo()
+        connection.last = None
+        self._reply(connection, (Status.ABANDONED, None))
 
     def _reply(self, connection: _Connection, reply: tuple[Status, Any]) -> None:
         _refs.replying_to(connection.pid)
         try:
-            _send(connection.sock, reply)
-        except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
-            _send(connection.sock, (Status.RAISED, _unpicklable(reply[1], exc)))
+            try:
+                _send(connection.sock, reply)
+            except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
+                _send(connection.sock, (Status.RAISED, _unpicklable(reply[1], exc)))
+        except OSError:
+            # Its client is gone. Dropped after the event at hand: a reply can be sent
+            # while another connection's request is handled (a release grants a wait).
+            self._to_drop.append(connection)
 
     # --- requests ---------------------------------------------------------------------
 
-    def _handle(self, pid: int, request: tuple[Any, ...]) -> Any:
-        op = request[0]
+    def _handle(self, caller: Caller, request: tuple[Any, ...]) -> Any:
+        op, pid = request[0], caller.pid
         if op == Op.CALL:
             _, oid, method, args, kwargs, returned = request
             self._give_back(pid, returned)
-            return self._call(oid, method, args, kwargs)
+            return self._call(caller, oid, method, args, kwargs)
         if op == Op.CREATE:
             _, typeid, args, kwargs, returned = request
             self._give_back(pid, returned)
@@ -189,13 +226,17 @@ class Server:
             return None
         raise ValueError(f"conveyor: unknown manager request {op!r}")
 
-    def _call(self, oid: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(
+        self, caller: Caller, oid: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         entry = self.table.entries.get(oid)
         if entry is None:
             raise LookupError(f"the shared object {oid} no longer exists in this manager")
         if method not in entry.kind.methods:
             raise AttributeError(f"a shared {entry.typeid} has no method {method!r} to call")
         obj = entry.obj
+        if entry.kind.sync:
+            return getattr(obj, method)(caller, *args, **kwargs)
         if method == "__iter__":
             return _refs.Ref(self.table.add(BatchIterator(iter(obj)), "Iterator"))
         result = getattr(obj, method)(*args, **kwargs)
@@ -246,11 +287,24 @@ class Server:
         self._epoll.unregister(fd)
         os.close(fd)
         self._deaths += 1
+        for oid, entry in list(self.table.entries.items()):
+            if isinstance(entry.obj, SyncObject) and (what := entry.obj.process_died(pid)):
+                log_release(pid, what, entry.typeid, oid)
         held = self.table.drop_process(pid)
         if held:
             _log.debug("conveyor: manager client %d ended; its %d objects given back", pid, held)
 
+    def _drop_broken(self) -> None:
+        while self._to_drop:
+            connection = self._to_drop.pop()
+            if connection.sock.fileno() in self._connections:
+                self._drop(connection)
+
     def _drop(self, connection: _Connection) -> None:
+        self._timers.withdraw_connection(connection)
+        for entry in list(self.table.entries.values()):
+            if isinstance(entry.obj, SyncObject):
+                entry.obj.connection_closed(connection)
         fd = connection.sock.fileno()
         self._connections.pop(fd, None)
         try:
