@@ -94,3 +94,15 @@ def set_event(event):
 def wait_at_barrier_then_die(barrier, ready):
     ready.set()
     barrier.wait()
+
+
+def locked_read_modify_write(counts, key, times):
+    for _ in range(times):
+        with counts.lock(key):
+            counts[key] = counts[key] + 1  # two requests: safe only under the key's lock
+
+
+def lock_key_then_die(counts, key, ready):
+    counts.lock(key).__enter__()
+    ready.set()
+    os.kill(os.getpid(), signal.SIGKILL)

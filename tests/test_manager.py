@@ -232,3 +232,35 @@ def test_statistics_count_objects_clients_and_requests(manager):
     assert stats.objects == first.objects + 1
     assert stats.requests >= first.requests + 5
     assert stats.clients_died >= 1
+
+
+def test_a_read_modify_write_under_the_keys_lock_loses_no_update(manager):
+    counts = manager.dict(n=0)
+    ctx = multiprocessing.get_context("fork")
+    workers = [
+        ctx.Process(target=manager_tasks.locked_read_modify_write, args=(counts, "n", 300))
+        for _ in range(4)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(WAIT_S)
+        assert w.exitcode == 0
+    assert counts["n"] == 1200
+
+
+def test_a_keys_lock_held_by_a_killed_process_is_given_back(manager):
+    counts = manager.dict(n=0)
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    child = ctx.Process(target=manager_tasks.lock_key_then_die, args=(counts, "n", ready))
+    child.start()
+    assert ready.wait(WAIT_S)
+    child.join(WAIT_S)
+    with counts.lock("n", timeout=WAIT_S):
+        counts["n"] = 1
+    other = manager.dict()
+    with counts.lock("other"), other.lock("other", timeout=0.1):
+        pass  # another dict's lock of the same key is another lock
+    with counts.lock("other"), pytest.raises(TimeoutError), counts.lock("other", timeout=0.1):
+        pass  # the same key's lock, taken twice: the second waits and times out

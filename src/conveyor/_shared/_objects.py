@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._transport._serialize import load_function
-from ._sync import SYNC_KINDS
+from ._sync import SYNC_KINDS, Lock, SyncObject
+from ._waits import Caller
 
 ITERATOR_BATCH = 256  # items an iterator proxy fetches per round trip
 
@@ -70,8 +71,38 @@ class Value:
 _MISSING = object()
 
 
-class Dict(dict[Any, Any]):
-    """A shared dict: a ``dict`` with the updates no client can interleave."""
+class Dict(dict[Any, Any], SyncObject):
+    """A shared dict: a ``dict`` with the updates no client can interleave, and a lock
+    per key (made on first use, dropped once free), given back if its holder dies."""
+
+    _key_locks: dict[Any, Lock]
+
+    def lock_acquire(self, caller: Caller, key: Any, timeout: Any = None) -> Any:
+        locks = self.__dict__.setdefault("_key_locks", {})
+        lock = locks.get(key)
+        if lock is None:
+            lock = locks[key] = Lock()
+        return lock.acquire(caller, True, -1 if timeout is None else timeout)
+
+    def lock_release(self, caller: Caller, key: Any) -> None:
+        locks = self.__dict__.get("_key_locks", {})
+        lock = locks.get(key)
+        if lock is None:
+            raise RuntimeError(f"the lock of key {key!r} is not held")
+        lock.release(caller)
+        self._forget_if_free(key, lock)
+
+    def _forget_if_free(self, key: Any, lock: Lock) -> None:
+        if not lock.count and not lock.waiters:
+            self.__dict__["_key_locks"].pop(key, None)
+
+    def process_died(self, pid: int) -> str:
+        given_back = []
+        for key, lock in list(self.__dict__.get("_key_locks", {}).items()):
+            if lock.process_died(pid):
+                given_back.append(repr(key))
+                self._forget_if_free(key, lock)
+        return f"the lock of key {', '.join(given_back)}" if given_back else ""
 
     def incr(self, key: Any, by: Any = 1, default: Any = 0) -> Any:
         value = self[key] = self.get(key, default) + by
@@ -145,6 +176,8 @@ _DICT_METHODS = frozenset(
         "apply",
         "compare_and_set",
         "__repr__",
+        "lock_acquire",
+        "lock_release",
     ]
 )
 _LIST_METHODS = frozenset(
@@ -281,4 +314,17 @@ class Table:
             self._freeing = False
 
 
-__all__ = ["KINDS", "Dict", "Entry", "Kind", "List", "Namespace", "Table", "Value"]
+# Methods of a non-sync kind that take the caller first (and may wait).
+CALLER_METHODS = frozenset({"lock_acquire", "lock_release"})
+
+__all__ = [
+    "CALLER_METHODS",
+    "KINDS",
+    "Dict",
+    "Entry",
+    "Kind",
+    "List",
+    "Namespace",
+    "Table",
+    "Value",
+]

@@ -102,6 +102,27 @@ class DictProxy(_Iterates):
         nothing); True if it did."""
         return bool(self._callmethod("compare_and_set", (key, expected, new)))
 
+    def lock(self, key: Any, timeout: float | None = None) -> KeyLock:
+        """The lock of ``key``, for a longer update than one method: ``with d.lock(k):``.
+        Given back if the process holding it dies. It only excludes other holders of the
+        same key's lock, not plain ``d[k] = v`` from elsewhere."""
+        return KeyLock(self, key, timeout)
+
+
+class KeyLock:
+    """``with d.lock(key):`` (see ``DictProxy.lock``); ``TimeoutError`` past ``timeout``."""
+
+    def __init__(self, proxy: DictProxy, key: Any, timeout: float | None) -> None:
+        self._proxy, self._key, self._timeout = proxy, key, timeout
+
+    def __enter__(self) -> KeyLock:
+        if not self._proxy._callmethod("lock_acquire", (self._key, self._timeout)):
+            raise TimeoutError(f"the lock of key {self._key!r} was not free within the timeout")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._proxy._callmethod("lock_release", (self._key,))
+
 
 for _name in [
     "__contains__",

@@ -24,7 +24,7 @@ from typing import Any
 
 from .._queues._pid import alive
 from . import _refs
-from ._objects import KINDS, BatchIterator, Table
+from ._objects import CALLER_METHODS, KINDS, BatchIterator, Table
 from ._protocol import CHALLENGE_BYTES, REFUSED, WELCOME, Op, Receiver, Status, answer
 from ._protocol import send_message as _send
 from ._stats import ManagerStats
@@ -235,7 +235,7 @@ class Server:
         if method not in entry.kind.methods:
             raise AttributeError(f"a shared {entry.typeid} has no method {method!r} to call")
         obj = entry.obj
-        if entry.kind.sync:
+        if entry.kind.sync or method in CALLER_METHODS:
             return getattr(obj, method)(caller, *args, **kwargs)
         if method == "__iter__":
             return _refs.Ref(self.table.add(BatchIterator(iter(obj)), "Iterator"))
