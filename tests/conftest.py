@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 import conveyor
+from conveyor._shared._limiters import shutdown_default_manager
 from conveyor.workers import shutdown_shared_pools
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -95,6 +96,7 @@ def no_leaks():
     before = set(threading.enumerate())
     yield
     shutdown_shared_pools()
+    shutdown_default_manager()
     deadline = time.monotonic() + LEAK_GRACE_S
     while True:
         procs = leftover_processes()

@@ -9,6 +9,7 @@ from ._queues._kinds import JoinableQueue, SimpleQueue
 from ._queues._pipe import Connection, Pipe
 from ._queues._queue import Queue
 from ._queues._stats import QueueStats
+from ._shared._limiters import CapacityLimiter, LimiterStats, RateLimiter
 from ._shared._manager import Manager
 from ._shared._proxies import ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy
 from ._shared._stats import ManagerStats
@@ -42,6 +43,7 @@ __all__ = [
     "AccessRefusedError",
     "ArrayProxy",
     "AsyncResult",
+    "CapacityLimiter",
     "ChannelClosedError",
     "ClusterLostError",
     "Connection",
@@ -52,6 +54,7 @@ __all__ = [
     "ExitCause",
     "JobEvent",
     "JoinableQueue",
+    "LimiterStats",
     "ListProxy",
     "Manager",
     "ManagerGoneError",
@@ -66,6 +69,7 @@ __all__ = [
     "QueueOwnerGoneError",
     "QueueShutDown",
     "QueueStats",
+    "RateLimiter",
     "ReceiveChannel",
     "ReceiversGoneError",
     "RemoteTraceback",

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._transport._serialize import load_function
-from ._sync import SYNC_KINDS, Lock, SyncObject
+from ._rates import RateLimit
+from ._sync import SYNC_KINDS, Lock, Semaphore, SyncObject
 from ._waits import Caller
 
 ITERATOR_BATCH = 256  # items an iterator proxy fetches per round trip
@@ -235,6 +236,8 @@ KINDS: dict[str, Kind] = {
 }
 for _typeid, (_make, _methods) in SYNC_KINDS.items():
     KINDS[_typeid] = Kind(_make, _methods, sync=True)
+KINDS["CapacityLimit"] = Kind(Semaphore, Semaphore.methods, sync=True)
+KINDS["RateLimit"] = Kind(RateLimit, RateLimit.methods, sync=True)
 
 
 class Entry:

@@ -393,6 +393,18 @@ class IteratorProxy(BaseProxy):
         return batch.pop()
 
 
+class CapacityLimitProxy(BaseProxy):
+    """What a ``conveyor.CapacityLimiter`` holds."""
+
+    _typeid = "CapacityLimit"
+
+
+class RateLimitProxy(BaseProxy):
+    """What a ``conveyor.RateLimiter`` holds."""
+
+    _typeid = "RateLimit"
+
+
 PROXY_TYPES: dict[str, type[BaseProxy]] = {
     cls._typeid: cls
     for cls in (
@@ -409,6 +421,8 @@ PROXY_TYPES: dict[str, type[BaseProxy]] = {
         EventProxy,
         ConditionProxy,
         BarrierProxy,
+        CapacityLimitProxy,
+        RateLimitProxy,
     )
 }
 

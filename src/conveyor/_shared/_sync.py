@@ -16,6 +16,7 @@ import collections
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -155,7 +156,7 @@ class Semaphore(SyncObject):
     count matters), so that a death gives back exactly the permits still held.
     """
 
-    methods = frozenset({"acquire", "release", "get_value"})
+    methods = frozenset({"acquire", "release", "get_value", "statistics"})
 
     def __init__(self, value: int = 1, bounded: bool = False) -> None:
         if value < 0:
@@ -164,18 +165,32 @@ class Semaphore(SyncObject):
         self.bounded = bounded
         self.held: collections.Counter[int] = collections.Counter()
         self.waiters: collections.deque[Waiter] = collections.deque()
+        self.granted = 0
+        self.waited_s = 0.0
 
     def acquire(self, caller: Caller, blocking: bool = True, timeout: Any = None) -> Any:
         if self.value > 0:
             self.value -= 1
             self.held[caller.pid] += 1
+            self.granted += 1
             caller.on_undo(functools.partial(self._give_one_back, caller.pid))
             return True
         if not blocking:
             return False
         waiter = caller.park(wait_timeout(timeout), self._timed_out)
+        waiter.saved = time.monotonic()
         self.waiters.append(waiter)
         return PARKED
+
+    def statistics(self, caller: Caller) -> dict[str, Any]:
+        return {
+            "total": self.initial,
+            "available": self.value,
+            "holders": sum(self.held.values()),
+            "waiting": sum(1 for waiter in self.waiters if waiter.waiting),
+            "granted": self.granted,
+            "waited_s": self.waited_s,
+        }
 
     def release(self, caller: Caller, n: int = 1) -> None:
         if n < 1:
@@ -198,6 +213,8 @@ class Semaphore(SyncObject):
             waiter = self.waiters.popleft()
             if waiter.waiting:
                 self.held[waiter.pid] += 1
+                self.granted += 1
+                self.waited_s += time.monotonic() - waiter.saved
                 waiter.caller.on_undo(functools.partial(self._give_one_back, waiter.pid))
                 waiter.grant(True)
                 return
@@ -205,6 +222,7 @@ class Semaphore(SyncObject):
 
     def _timed_out(self, waiter: Waiter) -> None:
         self.waiters.remove(waiter)
+        self.waited_s += time.monotonic() - waiter.saved
         waiter.grant(False)
 
     def process_died(self, pid: int) -> str:

@@ -1,0 +1,105 @@
+"""CapacityLimiter and RateLimiter: one limit for every process that has it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+
+import pytest
+
+import conveyor
+import limiter_tasks
+from conftest import WAIT_S
+
+FORK = multiprocessing.get_context("fork")
+
+
+@pytest.fixture
+def manager():
+    with conveyor.Manager() as manager:
+        yield manager
+
+
+def test_twenty_processes_sharing_a_7_per_second_limit_make_7_a_second(manager):
+    limiter = conveyor.RateLimiter("7/s", manager=manager)
+    assert limiter.burst == 7
+    out = FORK.SimpleQueue()
+    start = time.monotonic() + 1.0  # every process started by then
+    end = start + 10.0
+    workers = [
+        FORK.Process(target=limiter_tasks.call_until, args=(limiter, end, out)) for _ in range(20)
+    ]
+    for w in workers:
+        w.start()
+    calls = sorted(t for _ in workers for t in out.get())
+    for w in workers:
+        w.join(WAIT_S)
+    # GCRA: the burst at once, then one call every 1/7 s, whoever asks.
+    assert len(calls) <= 7 * (end - calls[0]) + 7 + 1
+    assert len(calls) >= 7 * 10 * 0.8  # and the limit is reached, not just respected
+    busiest_second = max(sum(1 for t in calls if s <= t < s + 1) for s in calls)
+    assert busiest_second <= 7 + 7  # even the first second: the burst and its refill
+    assert limiter.statistics().granted == len(calls)
+
+
+def test_a_rate_limiter_refuses_at_once_when_its_burst_is_spent(manager):
+    limiter = conveyor.RateLimiter("2/s", burst=2, manager=manager)
+    assert [limiter.acquire(False) for _ in range(3)] == [True, True, False]
+    assert limiter.acquire(timeout=0.01) is False  # the next slot is 0.5 s away
+    started = time.monotonic()
+    assert limiter.acquire(timeout=WAIT_S) is True
+    assert time.monotonic() - started > 0.3
+    limiter.release()  # does nothing
+    stats = limiter.statistics()
+    assert (stats.granted, stats.refused) == (3, 2)
+
+
+@pytest.mark.parametrize("rate", ["fast", "7", "0/s", "3/fortnight"])
+def test_a_rate_that_cannot_be_read_is_a_clear_error(manager, rate):
+    with pytest.raises(ValueError, match="rate"):
+        conveyor.RateLimiter(rate, manager=manager)
+
+
+def test_a_capacity_limiter_admits_at_most_its_total_at_once(manager):
+    limiter = conveyor.CapacityLimiter(3, manager=manager)
+    inside = manager.dict(now=0)
+    workers = [
+        FORK.Process(target=limiter_tasks.hold_for_a_while, args=(limiter, inside, 10))
+        for _ in range(8)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(WAIT_S)
+        assert w.exitcode == 0
+    assert inside["max"] == 3
+    stats = limiter.statistics()
+    assert (stats.granted, stats.holders, stats.total) == (80, 0, 3)
+    assert stats.waited_s > 0
+
+
+def test_a_permit_held_by_a_killed_process_is_given_back(manager):
+    limiter = conveyor.CapacityLimiter(1, manager=manager)
+    ready = FORK.Event()
+    child = FORK.Process(target=limiter_tasks.take_then_die, args=(limiter, ready))
+    child.start()
+    assert ready.wait(WAIT_S)
+    child.join(WAIT_S)
+    assert child.exitcode == -signal.SIGKILL
+    assert limiter.acquire(timeout=WAIT_S)
+    assert limiter.available_tokens == 0
+
+
+def test_limiters_reach_pool_tasks_and_the_default_manager_serves_them():
+    limiter = conveyor.CapacityLimiter(2)  # no manager given: the default one
+    with conveyor.WorkerPool(3) as pool:
+        assert pool.map(lambda x: limiter.acquire() and (limiter.release(), x)[1], range(6)) == [
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]
+    assert limiter.statistics().granted == 6
