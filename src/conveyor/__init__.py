@@ -13,7 +13,7 @@ from ._shared._limiters import CapacityLimiter, LimiterStats, RateLimiter
 from ._shared._manager import Manager
 from ._shared._proxies import ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy
 from ._shared._stats import ManagerStats
-from ._state import worker_state
+from ._state import shared, worker_state
 from ._stats import PoolStats, WorkerStats
 from .errors import (
     AccessRefusedError,
@@ -94,6 +94,7 @@ __all__ = [
     "channel",
     "imap",
     "map",
+    "shared",
     "shared_pool",
     "submit",
     "worker_state",

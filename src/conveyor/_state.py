@@ -73,3 +73,47 @@ def worker_state() -> Any:
     if holder is None:
         raise RuntimeError("conveyor.worker_state() is only available inside a pool's task")
     return holder.get()
+
+
+class _SharedHolder:
+    """The pool's shared object as this worker sees it: ``value()`` on first use."""
+
+    def __init__(self, value: Callable[[], Any]) -> None:
+        self.value = value
+
+
+_process_shared: _SharedHolder | None = None
+
+
+def install_shared(value: Callable[[], Any] | None, *, per_thread: bool) -> None:
+    """Record how this worker gets its pool's shared object (None: the pool has none)."""
+    global _process_shared
+    holder = _SharedHolder(value) if value is not None else None
+    if per_thread:
+        _local.shared = holder
+    else:
+        _process_shared = holder
+
+
+def shared() -> Any:
+    """The object the pool was given with ``shared=``, in the worker running this task.
+
+    It reaches each worker once (its big buffers through shared memory, once for the
+    whole machine) and is unpickled there on first use; NumPy arrays in it are
+    read-only. Under the thread backend it is the object itself.
+
+    Example::
+
+        def score(row):
+            model = conveyor.shared()            # the same 200 MB model, in every worker
+            return model.predict(row)
+
+        with conveyor.WorkerPool(4, shared=model) as pool:
+            pool.map(score, rows)
+    """
+    holder = getattr(_local, "shared", None) or _process_shared
+    if holder is None:
+        raise LookupError(
+            "conveyor.shared() is only available in a task of a pool given shared=..."
+        )
+    return holder.value()

@@ -70,7 +70,10 @@ class WorkerPool(Observable):
     fails with :class:`~conveyor.TaskTimeoutError`. ``retries``: how many times a task whose
     worker crashed is run again (default 1). Both can be overridden per call.
     ``worker_state``: a factory run once per worker; tasks get the object from
-    :func:`conveyor.worker_state`. ``max_worker_memory``: bytes of resident memory after
+    :func:`conveyor.worker_state`. ``shared``: a read-only object (a model, a table,
+    NumPy arrays) every worker reads through :func:`conveyor.shared`; pickled once, its
+    buffers in shared memory once for the machine, whatever the start method.
+    ``max_worker_memory``: bytes of resident memory after
     which a process worker is replaced (checked between chunks), so a leak cannot take the
     machine down.
 
@@ -94,6 +97,7 @@ class WorkerPool(Observable):
         initializer: Callable[..., Any] | None = None,
         initargs: Sequence[Any] = (),
         worker_state: Callable[[], Any] | None = None,
+        shared: Any = None,
         max_tasks_per_worker: int | None = None,
         max_worker_memory: int | None = None,
         timeout: float | None = None,
@@ -111,6 +115,7 @@ class WorkerPool(Observable):
             initargs=initargs,
             max_tasks_per_worker=max_tasks_per_worker,
             worker_state=worker_state,
+            shared=shared,
             options=TaskOptions(timeout=timeout, retries=retries),
             max_worker_memory=max_worker_memory,
             policy=CONVEYOR,

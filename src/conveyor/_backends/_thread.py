@@ -21,7 +21,7 @@ from .._engine._contract import Capabilities, EngineEvents, WorkerSetup
 from .._engine._jobs import Chunk, Job
 from .._engine._states import Slot
 from .._run import CallMode, run_chunk
-from .._state import install_state
+from .._state import install_shared, install_state
 from ..errors import WorkerInitError
 
 _STOP = None
@@ -71,6 +71,8 @@ class ThreadWorker:
     def _initialize(self, events: EngineEvents) -> bool:
         setup = self.backend.setup
         install_state(setup.worker_state, per_thread=True)
+        shared = setup.shared
+        install_shared((lambda: shared) if shared is not None else None, per_thread=True)
         if setup.initializer is None:
             return True
         try:

@@ -71,6 +71,7 @@ class WorkerSetup:
     initializer: Callable[..., Any] | None = None
     initargs: tuple[Any, ...] = ()
     worker_state: Callable[[], Any] | None = None
+    shared: Any = None  # the object every worker reads through conveyor.shared()
     max_tasks: int | None = None  # tasks per worker, then it is replaced
     max_memory: int | None = None  # process: resident bytes, then it is replaced
     context: BaseContext | str | None = None  # process: the start method

@@ -220,6 +220,11 @@ def _refuse_unsupported(setup: WorkerSetup) -> None:
             "the dask backend cannot recycle workers after a number of tasks "
             "(max_tasks_per_worker / maxtasksperchild): Dask's workers belong to the cluster"
         )
+    if setup.shared is not None:
+        raise ValueError(
+            "the dask backend does not take shared= yet: scatter the object with the Dask "
+            "client (client.scatter(obj, broadcast=True)) and pass the future to the tasks"
+        )
     if setup.max_memory is not None:
         raise ValueError(
             "the dask backend does not take max_worker_memory: give the Dask workers a "

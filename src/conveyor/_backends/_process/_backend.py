@@ -27,6 +27,7 @@ from ..._cpus import available_cpus
 from ..._engine._contract import Capabilities, EngineEvents, WorkerSetup
 from ..._engine._jobs import Job
 from ..._engine._states import Slot
+from ..._transport._broadcast import Broadcast
 from ..._transport._mainscript import MainView, main_kind
 from ..._transport._protocol import WorkerConfig, WorkerExit
 from ..._transport._serialize import Serializer, add_note
@@ -99,6 +100,8 @@ class ProcessBackend:
         self.main_kind = main_kind(method)
         self.serializer = Serializer(MainView(self.main_kind))
         self.initargs = tuple(setup.initargs)
+        # Pickled once for every worker; its buffers in memfds they all map.
+        self.broadcast = Broadcast.of(setup.shared) if setup.shared is not None else None
         self.traceback_type = setup.remote_traceback_type
         config = WorkerConfig(
             initializer=setup.initializer,
@@ -145,6 +148,7 @@ class ProcessBackend:
         for worker in self.supervisor.take_unstarted():
             worker.discard()
         self.supervisor.close()
+        self._close_broadcast()
 
     def prepare(self, job: Job) -> None:
         """Pickle the job's function, once per function (it fails the job if it cannot)."""
@@ -157,7 +161,13 @@ class ProcessBackend:
         self.supervisor.stop()
 
     def shutdown(self, timeout: float | None) -> bool:
-        return self.supervisor.join(timeout)
+        joined = self.supervisor.join(timeout)
+        self._close_broadcast()  # no worker starts any more: none needs it
+        return joined
+
+    def _close_broadcast(self) -> None:
+        if self.broadcast is not None:
+            self.broadcast.close()
 
     # --- for the worker handles -----------------------------------------------------------
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..._queues._handles import begin_task, end_task
 from ..._run import CallMode, run_chunk
-from ..._state import install_state
+from ..._state import install_shared, install_state
+from ..._transport._broadcast import Broadcast
 from ..._transport._mainscript import MainKind, start_worker
 from ..._transport._protocol import (
     RESULT_HEADER,
@@ -45,6 +46,7 @@ def main(
     config_bytes: bytes,
     initargs: tuple[Any, ...] = (),
     kind: MainKind = MainKind.COPY,
+    broadcast: Broadcast | None = None,
 ) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -54,6 +56,7 @@ def main(
     config: WorkerConfig = loads(config_bytes)
     die_with_parent(config.pool_pid, link, config.start_method)
     install_state(config.worker_state, per_thread=False)
+    install_shared(broadcast.value if broadcast is not None else None, per_thread=False)
     if config.initializer is not None:
         try:
             config.initializer(*initargs)

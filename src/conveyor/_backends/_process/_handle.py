@@ -41,7 +41,13 @@ class ProcessWorker:
         try:
             self.process = backend.ctx.Process(  # type: ignore[attr-defined]
                 target=backend.entry_point,
-                args=(child_sock, backend.config_bytes, backend.initargs, backend.main_kind),
+                args=(
+                    child_sock,
+                    backend.config_bytes,
+                    backend.initargs,
+                    backend.main_kind,
+                    backend.broadcast,
+                ),
                 name=f"{WORKER_NAME_PREFIX}{slot.index}",
             )
             with hide_non_file_main(backend.ctx.get_start_method()):
