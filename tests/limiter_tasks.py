@@ -29,3 +29,23 @@ def take_then_die(limiter, ready):
     limiter.acquire()
     ready.set()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def inside_for_a_while(inside, i):
+    now = inside.incr("now")
+    inside.apply("max", lambda old, now=now: max(old, now), default=0)
+    time.sleep(0.02)
+    inside.incr("now", -1)
+    return i
+
+
+def started_at(i):
+    return time.monotonic()
+
+
+def crash_once(marker_dir, i):
+    marker = os.path.join(marker_dir, f"{i}")
+    if i == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return i

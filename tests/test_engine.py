@@ -394,6 +394,9 @@ class Gate:
         self.allowance -= granted
         return granted
 
+    def bound(self, job: Job, indices, granted: int) -> None:
+        self.allowance += granted - len(indices)  # what the chunk did not use comes back
+
 
 def test_admission_holds_a_job_back_until_it_is_woken():
     backend = FakeBackend()

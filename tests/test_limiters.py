@@ -103,3 +103,48 @@ def test_limiters_reach_pool_tasks_and_the_default_manager_serves_them():
             5,
         ]
     assert limiter.statistics().granted == 6
+
+
+# --- pools that obey a limiter --------------------------------------------------------
+
+
+def test_a_pool_given_a_capacity_limiter_runs_at_most_that_many_tasks_at_once(manager):
+    limiter = conveyor.CapacityLimiter(2, manager=manager)
+    inside = manager.dict(now=0)
+    with conveyor.WorkerPool(4, limiter=limiter) as pool:
+        items = [(inside, i) for i in range(16)]
+        assert pool.starmap(limiter_tasks.inside_for_a_while, items) == list(range(16))
+    assert inside["max"] == 2
+    assert limiter.available_tokens == 2  # every permit given back
+
+
+def test_two_pools_sharing_a_capacity_limiter_share_its_total(manager):
+    limiter = conveyor.CapacityLimiter(2, manager=manager)
+    inside = manager.dict(now=0)
+    one = conveyor.WorkerPool(3, limiter=limiter)
+    two = conveyor.WorkerPool(3, limiter=limiter)
+    with one, two:
+        futures = [
+            pool.submit(limiter_tasks.inside_for_a_while, inside, i)
+            for i in range(12)
+            for pool in (one, two)
+        ]
+        assert sorted(f.result(WAIT_S) for f in futures) == sorted(list(range(12)) * 2)
+    assert inside["max"] <= 2
+
+
+def test_a_pool_given_a_rate_limiter_starts_its_tasks_at_that_rate(manager):
+    limiter = conveyor.RateLimiter("10/s", burst=2, manager=manager)
+    with conveyor.WorkerPool(4, limiter=limiter) as pool:
+        starts = sorted(pool.map(limiter_tasks.started_at, range(22), chunksize=1))
+    span = starts[-1] - starts[0]
+    assert span >= (22 - 2) / 10 * 0.9  # 2 at once, then one every 0.1 s
+    assert limiter.statistics().granted == 22
+
+
+def test_a_task_retried_after_its_worker_crashed_does_not_leak_a_permit(manager, tmp_path):
+    limiter = conveyor.CapacityLimiter(2, manager=manager)
+    with conveyor.WorkerPool(2, limiter=limiter, retries=1) as pool:
+        items = [(str(tmp_path), i) for i in range(6)]
+        assert pool.starmap(limiter_tasks.crash_once, items) == list(range(6))
+    assert limiter.available_tokens == 2

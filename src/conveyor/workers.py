@@ -32,6 +32,7 @@ from ._frontend._policy import CONVEYOR
 from ._frontend._pool_core import BackendName, PoolCore
 from ._frontend._progress import ProgressArg
 from ._frontend._results import FutureSink, MapResult
+from ._shared._limiters import CapacityLimiter, RateLimiter
 
 T = TypeVar("T")
 
@@ -73,6 +74,9 @@ class WorkerPool(Observable):
     :func:`conveyor.worker_state`. ``shared``: a read-only object (a model, a table,
     NumPy arrays) every worker reads through :func:`conveyor.shared`; pickled once, its
     buffers in shared memory once for the machine, whatever the start method.
+    ``limiter``: a :class:`~conveyor.CapacityLimiter` or :class:`~conveyor.RateLimiter`
+    the pool obeys when it sends tasks (held from a task's dispatch to its outcome, for a
+    capacity limit), together with whoever else holds it.
     ``max_worker_memory``: bytes of resident memory after
     which a process worker is replaced (checked between chunks), so a leak cannot take the
     machine down.
@@ -98,6 +102,7 @@ class WorkerPool(Observable):
         initargs: Sequence[Any] = (),
         worker_state: Callable[[], Any] | None = None,
         shared: Any = None,
+        limiter: CapacityLimiter | RateLimiter | None = None,
         max_tasks_per_worker: int | None = None,
         max_worker_memory: int | None = None,
         timeout: float | None = None,
@@ -116,6 +121,7 @@ class WorkerPool(Observable):
             max_tasks_per_worker=max_tasks_per_worker,
             worker_state=worker_state,
             shared=shared,
+            limiter=limiter,
             options=TaskOptions(timeout=timeout, retries=retries),
             max_worker_memory=max_worker_memory,
             policy=CONVEYOR,

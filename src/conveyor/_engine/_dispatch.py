@@ -121,6 +121,8 @@ class Dispatcher:
 
     def _send(self, slot: Slot, job: Job, size: int, out: Thunks) -> None:
         chunk = job.next_chunk(next(self._chunk_ids), size)
+        if job.admission is not None:
+            job.admission.bound(job, chunk.indices, size)
         if not job.sink.claim():
             self._ledger.withdrawn(job, chunk.indices, out)  # a future cancelled as it waited
             self._ledger.finish_if_complete(job, out)

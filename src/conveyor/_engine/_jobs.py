@@ -78,6 +78,10 @@ class Admission(Protocol):
 
     def take(self, job: Job, wanted: int) -> int: ...
 
+    def bound(self, job: Job, indices: Sequence[int], granted: int) -> None:
+        """The tasks the ``granted`` ones became (a retried chunk's tasks were granted
+        before): what they did not use goes back. Under the engine lock, like ``take``."""
+
 
 class Chunk:
     """Items of one job sent to one worker as a unit."""

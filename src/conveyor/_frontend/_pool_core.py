@@ -19,11 +19,13 @@ from .._engine._engine import Engine
 from .._engine._events import Subscriber
 from .._engine._jobs import CallMode, ChunkSizer, Job, Sink, TaskOptions
 from .._queues._queue import producer_ends_for
+from .._shared._limiters import CapacityLimiter, RateLimiter
 from .._stats import PoolStats
 from .._transport._fds import close_fds
 from . import _lifetime
 from ._feeder import Feeder
 from ._iterate import ResultBuffer, ResultIterator
+from ._limits import LimiterAdmission, ReleasingSink
 from ._policy import CompatPolicy
 from ._progress import ProgressArg, follow
 from ._subscription import Subscription
@@ -62,6 +64,7 @@ class PoolCore:
         max_worker_memory: int | None = None,
         thread_name_prefix: str = "conveyor-worker",
         client: Any = None,
+        limiter: CapacityLimiter | RateLimiter | None = None,
         policy: CompatPolicy,
     ) -> None:
         if max_worker_memory is not None and (
@@ -93,6 +96,7 @@ class PoolCore:
         if workers is None:
             workers = chosen.default_size()
         self.engine = Engine(chosen, workers, max_tasks_per_worker=max_tasks_per_worker)
+        self._admission = LimiterAdmission(limiter, self.engine) if limiter is not None else None
         self.options = options or TaskOptions()
         self._feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
         self._accepting = True
@@ -104,6 +108,24 @@ class PoolCore:
         return self.engine.size
 
     # --- jobs ----------------------------------------------------------------------------
+
+    def _job(
+        self,
+        fn: Callable[..., Any],
+        mode: CallMode,
+        sink: Sink,
+        options: TaskOptions,
+        sizer: ChunkSizer,
+        items: Sequence[Any] | None = None,
+    ) -> Job:
+        """A job of this pool; with a ``limiter``, its tasks go out as the limiter allows."""
+        admission = self._admission
+        if admission is None:
+            return Job(fn, mode, sink, options, sizer, items)
+        releasing = ReleasingSink(sink, admission, 0)
+        job = Job(fn, mode, releasing, options, sizer, items, admission=admission)
+        releasing.job_id = job.id
+        return job
 
     def sizer(self, chunksize: int | None) -> ChunkSizer:
         if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
@@ -119,7 +141,7 @@ class PoolCore:
         options: TaskOptions | None = None,
     ) -> Job:
         sink = _holding_queues(sink, (*args, *kwargs.values()))
-        job = Job(
+        job = self._job(
             fn, CallMode.CALL, sink, options or self.options, self.sizer(1), [(tuple(args), kwargs)]
         )
         _submit(self.engine, job)
@@ -138,7 +160,9 @@ class PoolCore:
     ) -> Submitted:
         """One job over ``items``: ``fn(item)``, or ``fn(*item)`` with ``star``."""
         sink = _holding_queues(sink, items[:1])
-        job = Job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize), items)
+        job = self._job(
+            fn, _mode(star), sink, options or self.options, self.sizer(chunksize), items
+        )
         stop_progress = follow(self.engine, job, progress, len(items))
         _submit(self.engine, job)
         return Submitted(job, stop_progress)
@@ -167,7 +191,7 @@ class PoolCore:
         iterator = iter(iterable)
         buffer = ResultBuffer(ordered)
         sink = _HoldingQueues(buffer, [])  # what the first item carries, once it is read
-        job = Job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize))
+        job = self._job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize))
         stop_progress = follow(self.engine, job, progress, progress_total)
         self.engine.submit(job)
         align = chunksize if chunk_granular_input_errors else None
@@ -202,7 +226,7 @@ class PoolCore:
         """
         buffer = ResultBuffer(ordered=True)
         sink = _holding_queues(buffer, items[:1])
-        job = Job(fn, _mode(star), sink, self.options, self.sizer(chunksize), items)
+        job = self._job(fn, _mode(star), sink, self.options, self.sizer(chunksize), items)
         _submit(self.engine, job)
         return ResultIterator(self.engine, job, buffer, None, timeout_error, cancel_on_drop)
 
@@ -245,6 +269,7 @@ class PoolCore:
         finished = all([feeder.join(deadline.remaining()) for feeder in feeders]) and finished
         if finished:
             _lifetime.forget(self.engine)
+            self._close_admission()
         return finished
 
     def terminate(self) -> None:
@@ -259,11 +284,17 @@ class PoolCore:
             # stops reading when the input yields, and is not waited for longer.
             feeder.join(FEEDER_JOIN_S)
         _lifetime.forget(self.engine)
+        self._close_admission()
+
+    def _close_admission(self) -> None:
+        if self._admission is not None:
+            self._admission.close()
 
     def abandon(self) -> None:
         """The face was dropped unclosed (its finalizer): stop the workers, wait for none."""
         self._accepting = False
         self.engine.terminate()
+        self._close_admission()
 
     def statistics(self) -> PoolStats:
         return self.engine.statistics()

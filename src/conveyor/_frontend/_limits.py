@@ -1,0 +1,171 @@
+"""A pool's ``limiter=``: tasks are sent to workers only as the limiter allows.
+
+The engine asks its ``Admission`` how many of a job's tasks may go, under its lock, so
+the answer must be instant: permits are taken ahead, by a thread of the pool
+(``conveyor-limiter``), one each time a job was held back, and handed out from there.
+A ``CapacityLimiter`` permit is held from the moment a task is sent until its outcome
+is delivered (a task retried after a crash keeps its permit), then given back by the
+thread that delivers the outcome; a ``RateLimiter`` permit is spent. A permit taken
+ahead that no task wants within ``IDLE_RETURN_S`` goes back, so a pool with nothing to
+send holds none.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .._engine._engine import Engine
+from .._engine._jobs import Job, Sink
+from .._shared._limiters import CapacityLimiter, RateLimiter
+
+IDLE_RETURN_S = 0.05
+_POLL_S = 0.5  # how often a blocked acquire looks whether the pool is closing
+
+
+class LimiterAdmission:
+    """Admission of the jobs that share one limiter, in one pool."""
+
+    def __init__(self, limiter: CapacityLimiter | RateLimiter, engine: Engine) -> None:
+        if not isinstance(limiter, (CapacityLimiter, RateLimiter)):
+            raise TypeError(
+                f"limiter must be a conveyor.CapacityLimiter or RateLimiter, not {limiter!r}"
+            )
+        self._limiter = limiter
+        self._returns = isinstance(limiter, CapacityLimiter)  # a rate permit is spent
+        self._engine = engine
+        self._cond = threading.Condition()
+        self._in_hand = 0
+        self._wanted = 0
+        self._held: dict[int, set[int]] = {}  # job -> its tasks holding a permit
+        self._closing = False
+        self._thread = threading.Thread(target=self._pump, name="conveyor-limiter", daemon=True)
+        self._thread.start()
+
+    # --- the engine's side (under its lock: never waits) -------------------------------
+
+    def take(self, job: Job, wanted: int) -> int:
+        with self._cond:
+            granted = min(wanted, self._in_hand)
+            self._in_hand -= granted
+            if granted:
+                self._cond.notify_all()  # the thread may be waiting to see it taken
+            if granted < wanted and self._wanted == 0:
+                self._wanted = 1  # one at a time: each permit taken goes out at once
+                self._cond.notify()
+            return granted
+
+    def bound(self, job: Job, indices: Sequence[int], granted: int) -> None:
+        with self._cond:
+            held = self._held.setdefault(job.id, set())
+            new = [index for index in indices if index not in held]
+            held.update(new)
+            self._in_hand += granted - len(new)  # a retried chunk's tasks hold theirs
+
+    # --- outcomes (outside the engine lock) --------------------------------------------
+
+    def settled(self, job_id: int, indices: Sequence[int]) -> None:
+        with self._cond:
+            held = self._held.get(job_id)
+            if not held:
+                return
+            before = len(held)
+            held.difference_update(indices)
+            permits = before - len(held)
+        self._give_back(permits)
+
+    def job_ended(self, job_id: int) -> None:
+        with self._cond:
+            permits = len(self._held.pop(job_id, ()))
+        self._give_back(permits)
+
+    def _give_back(self, permits: int) -> None:
+        # On the thread that delivers the outcomes, at once: the limiter's own thread may
+        # be waiting for exactly these permits.
+        if self._returns:
+            for _ in range(permits):
+                self._limiter.release()
+
+    # --- the thread --------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._wanted or self._closing):
+                    self._cond.wait()
+                if self._closing:
+                    break
+            if self._acquire_one():
+                self._engine.wake_dispatch()
+                self._return_if_unwanted()
+        self._give_back_everything()
+
+    def _acquire_one(self) -> bool:
+        while not self._closing:
+            if self._limiter.acquire(timeout=_POLL_S):
+                with self._cond:
+                    self._in_hand += 1
+                    self._wanted = 0
+                return True
+        return False
+
+    def _return_if_unwanted(self) -> None:
+        """A permit nobody took (the job it was for ended meanwhile) goes back."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._in_hand or self._closing, IDLE_RETURN_S)
+            spare = self._in_hand if self._returns and not self._wanted else 0
+            self._in_hand -= spare
+        for _ in range(spare):
+            self._limiter.release()
+
+    def _give_back_everything(self) -> None:
+        with self._cond:
+            held = sum(len(tasks) for tasks in self._held.values())
+            permits = (self._in_hand + held) if self._returns else 0
+            self._in_hand = 0
+            self._held.clear()
+        for _ in range(permits):
+            self._limiter.release()
+
+    def close(self) -> None:
+        """The pool ended: stop taking permits and give back what is held."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(_POLL_S * 4)
+
+
+class ReleasingSink:
+    """A job's sink that tells its admission which tasks have their outcome."""
+
+    def __init__(self, sink: Sink, admission: LimiterAdmission, job_id: int) -> None:
+        self.sink = sink
+        self._admission = admission
+        self.job_id = job_id
+
+    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
+        self._admission.settled(self.job_id, indices)
+        self.sink.deliver(indices, values)
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        self._admission.settled(self.job_id, (index,))
+        self.sink.fail(index, exc)
+
+    def input_failed(self, index: int, exc: BaseException) -> None:
+        self.sink.input_failed(index, exc)
+
+    def claim(self) -> bool:
+        return self.sink.claim()
+
+    def close(self, total: int) -> None:
+        self._admission.job_ended(self.job_id)
+        self.sink.close(total)
+
+    def abort(self, exc: BaseException) -> None:
+        self._admission.job_ended(self.job_id)
+        self.sink.abort(exc)
+
+
+__all__ = ["IDLE_RETURN_S", "LimiterAdmission", "ReleasingSink"]
