@@ -106,3 +106,12 @@ def lock_key_then_die(counts, key, ready):
     counts.lock(key).__enter__()
     ready.set()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def append_later(shared_list, delay_s):
+    time.sleep(delay_s)  # the parent's next request goes first
+    shared_list.append(1)
+
+
+def acquire_and_exit(primitive):
+    primitive.acquire()  # and exit holding it: the parent releases it (a hand-off)

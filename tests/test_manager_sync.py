@@ -161,3 +161,16 @@ def test_a_barrier_releases_its_parties_and_breaks_when_one_dies(manager):
         barrier.wait(WAIT_S)  # not a wait for the dead party
     barrier.reset()
     assert barrier.broken is False
+
+
+@pytest.mark.parametrize("kind", ["Lock", "BoundedSemaphore"])
+def test_a_child_may_acquire_and_exit_and_the_parent_release_for_it(manager, kind):
+    # multiprocessing's hand-off: the permit given back at the child's exit is the one
+    # the parent's release then gives, not a second one.
+    primitive = getattr(manager, kind)()
+    child = FORK.Process(target=manager_tasks.acquire_and_exit, args=(primitive,))
+    child.start()
+    child.join(WAIT_S)
+    primitive.release()
+    assert primitive.acquire(False) is True
+    assert primitive.acquire(False) is False  # one permit in all, not two

@@ -103,6 +103,13 @@ class Client:
             self._local.connection = None  # out of step: the next request reconnects
             connection.sock.close()
 
+    def give_back_now(self) -> None:
+        """Send the counts of the proxies gone since the last request (not waiting for
+        the next one), so that the server's count of objects is exact."""
+        returned = self._returns()
+        if returned:
+            self.request(Op.RELEASE, returned)
+
     def _returns(self) -> tuple[tuple[int, int], ...]:
         """The counts to give back with this request (objects whose last proxy died)."""
         if not self._dead and not self._to_return:
@@ -159,9 +166,9 @@ class Client:
             oids, self._to_hold = tuple(self._to_hold), set()
         if not oids:
             return
-        self.request(Op.HOLD, oids)
+        held: tuple[int, ...] = self.request(Op.HOLD, oids)  # those that still exist
         with self._lock:
-            for oid in oids:
+            for oid in held:
                 self.counted[oid] += 1
 
     # --- connections ------------------------------------------------------------------
@@ -216,11 +223,16 @@ class Client:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._dead.clear()
+        # The proxies that died in the parent before the fork are dead here too: take
+        # them off the live counts before asking the server to count ours.
+        while self._dead:
+            oid = self._dead.popleft()
+            self.live[oid] -= 1
+        self.live = collections.Counter({oid: n for oid, n in self.live.items() if n > 0})
         self._to_return = {}
         self._pinned = set()
         self.counted = collections.Counter()
-        self._to_hold = {oid for oid, n in self.live.items() if n > 0}
+        self._to_hold = set(self.live)
         if self._to_hold and self.gone is None:
             self._hold_now()
 

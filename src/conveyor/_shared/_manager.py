@@ -136,7 +136,9 @@ class Manager:
 
     def statistics(self) -> ManagerStats:
         """What the server reports about itself (objects, clients, requests, refusals)."""
-        stats: ManagerStats = self._started().request(Op.STATS)
+        client = self._started()
+        client.give_back_now()  # the proxies this process dropped are not counted
+        stats: ManagerStats = client.request(Op.STATS)
         return stats
 
     def _how_the_server_ended(self) -> str:

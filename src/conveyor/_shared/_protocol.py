@@ -34,7 +34,7 @@ class Op(enum.IntEnum):
     CREATE = 1  # (CREATE, typeid, args, kwargs, released) -> a proxy's oid
     CALL = 2  # (CALL, oid, method, args, kwargs, released) -> the method's result
     RELEASE = 3  # (RELEASE, released) -> None: this process dropped its proxies of these
-    HOLD = 4  # (HOLD, oid) -> None: this process unpickled a proxy it did not hold
+    HOLD = 4  # (HOLD, oids) -> those still there: proxies this process got uncounted
     STATS = 5  # (STATS,) -> ManagerStats
     SHUTDOWN = 6  # (SHUTDOWN,) -> None, then the server exits
     ABANDON = 7  # (ABANDON,) -> ABANDONED: the client gave up waiting for its last reply

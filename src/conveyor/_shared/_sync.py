@@ -53,11 +53,16 @@ class Lock(SyncObject):
         self.count = 0
         self.owner_conn: object = None
         self.owner_pid = 0
+        # Releases a dead holder never made: given back at its death, the release another
+        # process then makes for it (``multiprocessing``'s hand-off: acquire in a child,
+        # release in the parent) is taken as that one, not as an error.
+        self.owed = 0
         # Waiters to grant in turn; each ``saved`` is (count to hold, how to answer it).
         self.waiters: collections.deque[Waiter] = collections.deque()
 
     def acquire(self, caller: Caller, blocking: bool = True, timeout: Any = -1) -> Any:
         if self.count == 0:
+            self.owed = 0  # a new holder: a late release would now be theirs
             self._give(caller.conn, caller.pid, 1)
             caller.on_undo(functools.partial(self.give_back, caller.conn))
             return True
@@ -72,6 +77,9 @@ class Lock(SyncObject):
         return PARKED
 
     def release(self, caller: Caller) -> None:
+        if self.count == 0 and self.owed and not self.reentrant:
+            self.owed -= 1
+            return
         if self.count == 0:
             raise RuntimeError(
                 "cannot release un-acquired lock" if self.reentrant else "release unlocked lock"
@@ -140,6 +148,8 @@ class Lock(SyncObject):
     def process_died(self, pid: int) -> str:
         if self.count and self.owner_pid == pid:
             self._hand_over()
+            if not self.count:
+                self.owed += 1
             return "an RLock" if self.reentrant else "a Lock"
         return ""
 
@@ -167,6 +177,7 @@ class Semaphore(SyncObject):
         self.waiters: collections.deque[Waiter] = collections.deque()
         self.granted = 0
         self.waited_s = 0.0
+        self.owed = 0  # permits given back at a death, whose release may still come
 
     def acquire(self, caller: Caller, blocking: bool = True, timeout: Any = None) -> Any:
         if self.value > 0:
@@ -195,6 +206,12 @@ class Semaphore(SyncObject):
     def release(self, caller: Caller, n: int = 1) -> None:
         if n < 1:
             raise ValueError("n must be one or more")
+        if not self.held[caller.pid] and self.owed:
+            late = min(n, self.owed)  # releases for a dead holder, already made for it
+            self.owed -= late
+            n -= late
+            if not n:
+                return
         if self.bounded and self.value + n > self.initial:
             raise ValueError("Semaphore released too many times")
         for _ in range(n):
@@ -229,6 +246,7 @@ class Semaphore(SyncObject):
         permits = self.held.get(pid, 0)
         for _ in range(permits):
             self._give_one_back(pid)
+        self.owed += permits
         return f"{permits} semaphore permit{'s' if permits > 1 else ''}" if permits else ""
 
 
