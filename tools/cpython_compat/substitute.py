@@ -83,7 +83,7 @@ EXECUTOR_PRELUDE = (
 
 
 def substitute_pools(test_module: types.ModuleType) -> None:
-    """Make test._test_multiprocessing use conveyor.Pool / conveyor.ThreadPool."""
+    """Make test._test_multiprocessing use conveyor's pools, queues, Pipe and Manager."""
     import multiprocessing
     import multiprocessing.dummy
     import multiprocessing.pool
@@ -98,10 +98,17 @@ def substitute_pools(test_module: types.ModuleType) -> None:
     test_module.ProcessesMixin.JoinableQueue = staticmethod(conveyor.JoinableQueue)
     test_module.ProcessesMixin.Pipe = staticmethod(conveyor.Pipe)
 
-    # Other tests call multiprocessing.Pool(...) / multiprocessing.pool.Pool(...) directly.
+    # TestSyncManagerTypes.setUp does self.manager_class() then .start(); the class
+    # attribute was bound to multiprocessing.managers.SyncManager when the module loaded.
+    test_module.TestSyncManagerTypes.manager_class = staticmethod(unstarted_manager)
+
+    # Other tests call multiprocessing.Pool(...) / multiprocessing.pool.Pool(...) directly,
+    # and ManagerMixin.setUpClass (the WithManagerTest* classes) and TestInitializers.setUp
+    # call multiprocessing.Manager().
     test_module.multiprocessing = overlay(
         multiprocessing,
         Pool=conveyor.Pool,
+        Manager=conveyor.Manager,
         SimpleQueue=conveyor.SimpleQueue,
         pool=overlay(multiprocessing.pool, Pool=conveyor.Pool, ThreadPool=conveyor.ThreadPool),
         dummy=overlay(multiprocessing.dummy, Pool=conveyor.ThreadPool),
@@ -119,6 +126,13 @@ def substitute_pools(test_module: types.ModuleType) -> None:
     test_module.test = overlay(
         test_package, support=overlay(test_package.support, script_helper=patched_helper)
     )
+
+
+def unstarted_manager() -> Any:
+    """What TestSyncManagerTypes gets for ``SyncManager()``: a manager it starts itself."""
+    import conveyor
+
+    return conveyor.Manager(start=False)
 
 
 # --- concurrent.futures ---------------------------------------------------------------
