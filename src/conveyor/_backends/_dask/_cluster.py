@@ -110,4 +110,15 @@ def _connect(distributed: Any, address: str) -> Any:
         ) from exc
 
 
-__all__ = ["SCHEDULER_ENV", "Cluster", "WorkerInfo", "import_distributed"]
+def gather_within(client: Any, futures: list[Any], timeout_s: float = RPC_TIMEOUT_S) -> Any:
+    """``client.gather(futures)``, but at most ``timeout_s``.
+
+    A future that finished on a worker that died before its answer was fetched is
+    recomputed by the scheduler ("Couldn't gather ... rescheduling"), and a plain
+    ``gather`` waits for that, forever if the task kills its worker each time. The public
+    ``gather`` takes no timeout; ``Client.sync`` does, around the coroutine it runs.
+    """
+    return client.sync(client._gather, futures, callback_timeout=timeout_s)
+
+
+__all__ = ["SCHEDULER_ENV", "Cluster", "WorkerInfo", "gather_within", "import_distributed"]

@@ -23,7 +23,7 @@ from ..._engine._states import Slot
 from ..._transport._results import decode_results, name_tasks_of_unpicklable_results
 from ..._transport._serialize import unpack_exception
 from ...errors import ClusterLostError, WorkerInitError
-from ._cluster import RPC_TIMEOUT_S, Cluster, WorkerInfo
+from ._cluster import RPC_TIMEOUT_S, Cluster, WorkerInfo, gather_within
 from ._handle import DaskWorker, Sent
 from ._remote import Answer
 
@@ -188,8 +188,8 @@ class Supervisor:
         if not finished:
             return
         try:
-            answers = self._client.gather([sent.future for sent in finished])
-        except Exception:
+            answers = gather_within(self._client, [sent.future for sent in finished])
+        except Exception:  # a worker died holding one: each on its own, with a timeout
             answers = [self._one_answer(sent) for sent in finished]
         for sent, answer in zip(finished, answers, strict=True):
             sent.answer = answer
