@@ -148,3 +148,18 @@ def test_a_task_retried_after_its_worker_crashed_does_not_leak_a_permit(manager,
         items = [(str(tmp_path), i) for i in range(6)]
         assert pool.starmap(limiter_tasks.crash_once, items) == list(range(6))
     assert limiter.available_tokens == 2
+
+
+def test_a_calls_own_limiter_holds_that_call_and_ends_with_it(manager):
+    limiter = conveyor.CapacityLimiter(1, manager=manager)
+    inside = manager.dict(now=0)
+    with conveyor.WorkerPool(4) as pool:
+        items = [(inside, i) for i in range(8)]
+        assert pool.starmap(limiter_tasks.inside_for_a_while, items, limiter=limiter) == list(
+            range(8)
+        )
+        assert inside["max"] == 1
+        inside["max"] = 0
+        pool.starmap(limiter_tasks.inside_for_a_while, items)  # the next call is free
+        assert inside["max"] > 1
+    assert limiter.available_tokens == 1

@@ -182,10 +182,12 @@ class WorkerPool(Observable):
         timeout: float | _Default | None = DEFAULT,
         retries: int | _Default = DEFAULT,
         progress: ProgressArg = False,
+        limiter: CapacityLimiter | RateLimiter | None = None,
     ) -> list[T]:
         """``[fn(x) for x in items]`` in parallel (``fn(*x)`` with ``star=True``).
 
         Raises the first task error; the tasks not yet started are then withdrawn.
+        ``limiter``: this call's tasks are sent as it allows (instead of the pool's).
         """
         self._core.check_accepting()
         options = self._options(timeout, retries)
@@ -199,11 +201,19 @@ class WorkerPool(Observable):
                     timeout=timeout,
                     retries=retries,
                     progress=progress,
+                    limiter=limiter,
                 )
             )
         result: MapResult[T] = MapResult(len(items))
         job, stop_progress = self._core.submit_items(
-            fn, items, result, star=star, chunksize=chunksize, options=options, progress=progress
+            fn,
+            items,
+            result,
+            star=star,
+            chunksize=chunksize,
+            options=options,
+            progress=progress,
+            limiter=limiter,
         )
         try:
             return result.get()
@@ -230,6 +240,7 @@ class WorkerPool(Observable):
         timeout: float | _Default | None = DEFAULT,
         retries: int | _Default = DEFAULT,
         progress: ProgressArg = False,
+        limiter: CapacityLimiter | RateLimiter | None = None,
     ) -> ResultIterator[T]:
         """Lazy map: ``items`` is read only a few chunks ahead of the consumer.
 
@@ -247,6 +258,7 @@ class WorkerPool(Observable):
             options=self._options(timeout, retries),
             progress=progress,
             progress_total=total,
+            limiter=limiter,
         )
 
     def close(self) -> None:

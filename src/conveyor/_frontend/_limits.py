@@ -27,7 +27,9 @@ _POLL_S = 0.5  # how often a blocked acquire looks whether the pool is closing
 class LimiterAdmission:
     """Admission of the jobs that share one limiter, in one pool."""
 
-    def __init__(self, limiter: CapacityLimiter | RateLimiter, engine: Engine) -> None:
+    def __init__(
+        self, limiter: CapacityLimiter | RateLimiter, engine: Engine, *, one_job: bool = False
+    ) -> None:
         if not isinstance(limiter, (CapacityLimiter, RateLimiter)):
             raise TypeError(
                 f"limiter must be a conveyor.CapacityLimiter or RateLimiter, not {limiter!r}"
@@ -40,6 +42,7 @@ class LimiterAdmission:
         self._wanted = 0
         self._held: dict[int, set[int]] = {}  # job -> its tasks holding a permit
         self._closing = False
+        self.one_job = one_job  # a call's own limiter: it ends with its job
         self._thread = threading.Thread(target=self._pump, name="conveyor-limiter", daemon=True)
         self._thread.start()
 
@@ -128,12 +131,13 @@ class LimiterAdmission:
         for _ in range(permits):
             self._limiter.release()
 
-    def close(self) -> None:
-        """The pool ended: stop taking permits and give back what is held."""
+    def close(self, wait: bool = True) -> None:
+        """The pool (or the call) ended: stop taking permits and give back what is held,
+        on the limiter's thread, which ends within ``_POLL_S``."""
         with self._cond:
             self._closing = True
             self._cond.notify()
-        if self._thread is not threading.current_thread():
+        if wait and self._thread is not threading.current_thread():
             self._thread.join(_POLL_S * 4)
 
 
@@ -160,12 +164,17 @@ class ReleasingSink:
         return self.sink.claim()
 
     def close(self, total: int) -> None:
-        self._admission.job_ended(self.job_id)
+        self._end()
         self.sink.close(total)
 
     def abort(self, exc: BaseException) -> None:
-        self._admission.job_ended(self.job_id)
+        self._end()
         self.sink.abort(exc)
+
+    def _end(self) -> None:
+        self._admission.job_ended(self.job_id)
+        if self._admission.one_job:
+            self._admission.close(wait=False)  # on the thread delivering outcomes: no wait
 
 
 __all__ = ["IDLE_RETURN_S", "LimiterAdmission", "ReleasingSink"]

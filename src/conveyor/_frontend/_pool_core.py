@@ -117,9 +117,13 @@ class PoolCore:
         options: TaskOptions,
         sizer: ChunkSizer,
         items: Sequence[Any] | None = None,
+        limiter: CapacityLimiter | RateLimiter | None = None,
     ) -> Job:
-        """A job of this pool; with a ``limiter``, its tasks go out as the limiter allows."""
+        """A job of this pool; with a limiter (the call's, or else the pool's), its tasks go
+        out as the limiter allows."""
         admission = self._admission
+        if limiter is not None:
+            admission = LimiterAdmission(limiter, self.engine, one_job=True)
         if admission is None:
             return Job(fn, mode, sink, options, sizer, items)
         releasing = ReleasingSink(sink, admission, 0)
@@ -157,12 +161,12 @@ class PoolCore:
         chunksize: int | None = None,
         options: TaskOptions | None = None,
         progress: ProgressArg = False,
+        limiter: CapacityLimiter | RateLimiter | None = None,
     ) -> Submitted:
         """One job over ``items``: ``fn(item)``, or ``fn(*item)`` with ``star``."""
         sink = _holding_queues(sink, items[:1])
-        job = self._job(
-            fn, _mode(star), sink, options or self.options, self.sizer(chunksize), items
-        )
+        sizer = self.sizer(chunksize)
+        job = self._job(fn, _mode(star), sink, options or self.options, sizer, items, limiter)
         stop_progress = follow(self.engine, job, progress, len(items))
         _submit(self.engine, job)
         return Submitted(job, stop_progress)
@@ -181,6 +185,7 @@ class PoolCore:
         progress_total: int | None = None,
         cancel_on_drop: bool = True,
         chunk_granular_input_errors: bool = False,
+        limiter: CapacityLimiter | RateLimiter | None = None,
     ) -> ResultIterator[Any]:
         """Run ``fn`` over a (possibly endless) iterable, reading it lazily.
 
@@ -191,7 +196,8 @@ class PoolCore:
         iterator = iter(iterable)
         buffer = ResultBuffer(ordered)
         sink = _HoldingQueues(buffer, [])  # what the first item carries, once it is read
-        job = self._job(fn, _mode(star), sink, options or self.options, self.sizer(chunksize))
+        sizer = self.sizer(chunksize)
+        job = self._job(fn, _mode(star), sink, options or self.options, sizer, limiter=limiter)
         stop_progress = follow(self.engine, job, progress, progress_total)
         self.engine.submit(job)
         align = chunksize if chunk_granular_input_errors else None
