@@ -163,3 +163,13 @@ def test_a_calls_own_limiter_holds_that_call_and_ends_with_it(manager):
         pool.starmap(limiter_tasks.inside_for_a_while, items)  # the next call is free
         assert inside["max"] > 1
     assert limiter.available_tokens == 1
+
+
+def test_a_pool_whose_limiter_is_gone_still_finishes_its_work_and_says_so(caplog):
+    manager = conveyor.Manager()
+    limiter = conveyor.CapacityLimiter(1, manager=manager)
+    with conveyor.WorkerPool(2, limiter=limiter) as pool:
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+        manager.shutdown()  # the limiter's server goes away under the pool
+        assert pool.map(abs, range(-5, 0)) == [5, 4, 3, 2, 1]  # no hang
+    assert "no longer limited" in caplog.text

@@ -174,3 +174,13 @@ def test_a_child_may_acquire_and_exit_and_the_parent_release_for_it(manager, kin
     primitive.release()
     assert primitive.acquire(False) is True
     assert primitive.acquire(False) is False  # one permit in all, not two
+
+
+def test_an_argument_that_cannot_be_pickled_leaves_what_was_granted_before(manager):
+    lock = manager.Lock()
+    assert lock.acquire()
+    shared = manager.dict()
+    with pytest.raises(TypeError):
+        shared["lock"] = threading.Lock()  # never sent: nothing to withdraw or undo
+    assert lock.locked()  # still ours
+    lock.release()

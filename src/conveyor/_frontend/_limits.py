@@ -12,6 +12,7 @@ send holds none.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from .._engine._engine import Engine
 from .._engine._jobs import Job, Sink
 from .._shared._limiters import CapacityLimiter, RateLimiter
 
+_log = logging.getLogger("conveyor")
 IDLE_RETURN_S = 0.05
 _POLL_S = 0.5  # how often a blocked acquire looks whether the pool is closing
 
@@ -42,6 +44,7 @@ class LimiterAdmission:
         self._wanted = 0
         self._held: dict[int, set[int]] = {}  # job -> its tasks holding a permit
         self._closing = False
+        self._broken = False  # the limiter failed: tasks go unlimited (logged)
         self.one_job = one_job  # a call's own limiter: it ends with its job
         self._thread = threading.Thread(target=self._pump, name="conveyor-limiter", daemon=True)
         self._thread.start()
@@ -86,18 +89,37 @@ class LimiterAdmission:
     def _give_back(self, permits: int) -> None:
         # On the thread that delivers the outcomes, at once: the limiter's own thread may
         # be waiting for exactly these permits.
-        if self._returns:
+        if not self._returns or self._broken:
+            return
+        try:
             for _ in range(permits):
                 self._limiter.release()
+        except Exception as exc:  # its manager is gone: outcomes must still be delivered
+            self._limiter_failed(exc)
+
+    def _limiter_failed(self, exc: BaseException) -> None:
+        """The limiter can no longer be asked (its manager died or was shut down): say so
+        once, loudly, and let the tasks go, rather than hold the pool's work forever."""
+        with self._cond:
+            if self._broken:
+                return
+            self._broken = True
+            self._in_hand = 1 << 62  # every take is granted from now on
+        _log.error(
+            "conveyor: the pool's limiter %r failed (%s); its tasks are no longer limited",
+            self._limiter,
+            exc,
+        )
+        self._engine.wake_dispatch()
 
     # --- the thread --------------------------------------------------------------------
 
     def _pump(self) -> None:
         while True:
             with self._cond:
-                while not (self._wanted or self._closing):
+                while not (self._wanted or self._closing or self._broken):
                     self._cond.wait()
-                if self._closing:
+                if self._closing or self._broken:
                     break
             if self._acquire_one():
                 self._engine.wake_dispatch()
@@ -105,8 +127,13 @@ class LimiterAdmission:
         self._give_back_everything()
 
     def _acquire_one(self) -> bool:
-        while not self._closing:
-            if self._limiter.acquire(timeout=_POLL_S):
+        while not self._closing and not self._broken:
+            try:
+                granted = self._limiter.acquire(timeout=_POLL_S)
+            except Exception as exc:
+                self._limiter_failed(exc)
+                return False
+            if granted:
                 with self._cond:
                     self._in_hand += 1
                     self._wanted = 0
@@ -119,17 +146,25 @@ class LimiterAdmission:
             self._cond.wait_for(lambda: not self._in_hand or self._closing, IDLE_RETURN_S)
             spare = self._in_hand if self._returns and not self._wanted else 0
             self._in_hand -= spare
-        for _ in range(spare):
-            self._limiter.release()
+        try:
+            for _ in range(spare):
+                self._limiter.release()
+        except Exception as exc:
+            self._limiter_failed(exc)
 
     def _give_back_everything(self) -> None:
+        if self._broken:
+            return
         with self._cond:
             held = sum(len(tasks) for tasks in self._held.values())
             permits = (self._in_hand + held) if self._returns else 0
             self._in_hand = 0
             self._held.clear()
-        for _ in range(permits):
-            self._limiter.release()
+        try:
+            for _ in range(permits):
+                self._limiter.release()
+        except Exception as exc:  # its manager went first: nothing left to give back to
+            _log.debug("conveyor: could not give back %d permits: %s", permits, exc)
 
     def close(self, wait: bool = True) -> None:
         """The pool (or the call) ended: stop taking permits and give back what is held,

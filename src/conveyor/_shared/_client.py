@@ -75,18 +75,24 @@ class Client:
     def request(self, op: Op, *fields: Any) -> Any:
         """Send one request and return its result (or raise what the server raised)."""
         connection = self._connection()
+        returned = self._returns() if op in (Op.CALL, Op.CREATE) else ()
         if op in (Op.CALL, Op.CREATE):
-            fields = (*fields, self._returns())
+            fields = (*fields, returned)
+        sent = False
         _sending.to = self
         try:
             send_message(connection.sock, (op, *fields))
+            sent = True
             status, value = connection.receiver.receive(connection.sock)
         except (EOFError, ConnectionError) as exc:
             raise self._lost(exc) from None
         except BaseException:
-            # Interrupted (Ctrl-C) while the server may still answer: tell it, so that a
-            # wait is withdrawn or what it granted is given back, and read up to that.
-            self._abandon(connection)
+            if sent:
+                # Interrupted (Ctrl-C) while the server may still answer: tell it, so that
+                # a wait is withdrawn or what it granted is given back; read up to that.
+                self._abandon(connection)
+            else:
+                self._take_back(returned)  # not sent (an argument did not pickle)
             raise
         finally:
             _sending.to = None
@@ -109,6 +115,12 @@ class Client:
         returned = self._returns()
         if returned:
             self.request(Op.RELEASE, returned)
+
+    def _take_back(self, returned: tuple[tuple[int, int], ...]) -> None:
+        """Counts taken for a request that was never sent: they go with the next one."""
+        with self._lock:
+            for oid, count in returned:
+                self._to_return[oid] = self._to_return.get(oid, 0) + count
 
     def _returns(self) -> tuple[tuple[int, int], ...]:
         """The counts to give back with this request (objects whose last proxy died)."""

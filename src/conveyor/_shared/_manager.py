@@ -68,6 +68,7 @@ class Manager:
         self._ctx: Any = ctx or multiprocessing.get_context()
         self._process: Any = None
         self._client: _client.Client | None = None
+        self._owner_pid = 0
         self.address = ""
         if start:
             self.start()
@@ -78,6 +79,7 @@ class Manager:
         """Start the server process (once)."""
         if self._process is not None:
             raise RuntimeError("this manager's server is already started")
+        self._owner_pid = os.getpid()
         self.address = os.path.join(private_dir(), f"manager-{uuid.uuid4().hex[:12]}")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -105,6 +107,8 @@ class Manager:
         process, client = self._process, self._client
         if process is None or client is None or client.gone is not None:
             return
+        if os.getpid() != self._owner_pid:
+            return  # a child that inherited this object: the server is its owner's
         try:
             client.request(Op.SHUTDOWN)
         except ManagerGoneError:
