@@ -20,6 +20,7 @@ from typing import Any
 from .._engine._engine import Engine
 from .._engine._jobs import Job, Sink
 from .._shared._limiters import CapacityLimiter, RateLimiter
+from ._sinks import SinkWrapper
 
 _log = logging.getLogger("conveyor")
 IDLE_RETURN_S = 0.05
@@ -176,11 +177,11 @@ class LimiterAdmission:
             self._thread.join(_POLL_S * 4)
 
 
-class ReleasingSink:
+class ReleasingSink(SinkWrapper):
     """A job's sink that tells its admission which tasks have their outcome."""
 
     def __init__(self, sink: Sink, admission: LimiterAdmission, job_id: int) -> None:
-        self.sink = sink
+        super().__init__(sink)
         self._admission = admission
         self.job_id = job_id
 
@@ -191,12 +192,6 @@ class ReleasingSink:
     def fail(self, index: int, exc: BaseException) -> None:
         self._admission.settled(self.job_id, (index,))
         self.sink.fail(index, exc)
-
-    def input_failed(self, index: int, exc: BaseException) -> None:
-        self.sink.input_failed(index, exc)
-
-    def claim(self) -> bool:
-        return self.sink.claim()
 
     def close(self, total: int) -> None:
         self._end()

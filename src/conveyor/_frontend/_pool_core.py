@@ -28,6 +28,7 @@ from ._iterate import ResultBuffer, ResultIterator
 from ._limits import LimiterAdmission, ReleasingSink
 from ._policy import CompatPolicy
 from ._progress import ProgressArg, follow
+from ._sinks import SinkWrapper
 from ._subscription import Subscription
 
 BackendName = Literal["process", "thread", "dask"]
@@ -320,7 +321,7 @@ def _mode(star: bool) -> CallMode:
 __all__ = ["BackendName", "PoolCore", "Submitted"]
 
 
-class _HoldingQueues:
+class _HoldingQueues(SinkWrapper):
     """A job's sink, with producer ends of the queues its tasks were given.
 
     Held from submission until the job ends (``close``, or ``abort`` when the pool
@@ -331,7 +332,7 @@ class _HoldingQueues:
     """
 
     def __init__(self, sink: Sink, ends: list[int]) -> None:
-        self.sink = sink
+        super().__init__(sink)
         self._ends = ends
         self._released = False
         self._lock = threading.Lock()  # the feeder holds; the engine's thread releases
@@ -344,18 +345,6 @@ class _HoldingQueues:
                 self._ends.extend(ends)
                 return
         close_fds(ends)  # the job ended (the pool stopped) before its input was read
-
-    def deliver(self, indices: Sequence[int], values: Sequence[Any]) -> None:
-        self.sink.deliver(indices, values)
-
-    def fail(self, index: int, exc: BaseException) -> None:
-        self.sink.fail(index, exc)
-
-    def input_failed(self, index: int, exc: BaseException) -> None:
-        self.sink.input_failed(index, exc)
-
-    def claim(self) -> bool:
-        return self.sink.claim()
 
     def close(self, total: int) -> None:
         try:

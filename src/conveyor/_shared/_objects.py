@@ -155,59 +155,61 @@ def _array(typecode: str, sequence: Any = (), lock: Any = True) -> array.array[A
     return array.array(typecode, sequence)
 
 
-_DICT_METHODS = frozenset(
-    [
-        "__contains__",
-        "__delitem__",
-        "__getitem__",
-        "__iter__",
-        "__len__",
-        "__setitem__",
-        "clear",
-        "copy",
-        "get",
-        "items",
-        "keys",
-        "pop",
-        "popitem",
-        "setdefault",
-        "update",
-        "values",
-        "incr",
-        "apply",
-        "compare_and_set",
-        "__repr__",
-        "lock_acquire",
-        "lock_release",
-    ]
-)
-_LIST_METHODS = frozenset(
-    [
-        "__add__",
-        "__iter__",
-        "__contains__",
-        "__delitem__",
-        "__getitem__",
-        "__len__",
-        "__mul__",
-        "__rmul__",
-        "__setitem__",
-        "__iadd__",
-        "__imul__",
-        "append",
-        "count",
-        "extend",
-        "index",
-        "insert",
-        "pop",
-        "remove",
-        "reverse",
-        "sort",
-        "apply",
-        "compare_and_set",
-        "__repr__",
-    ]
-)
+# The methods of dict and list a proxy forwards as they are (``_proxies.py``), and with
+# them what else a client may call on each.
+DICT_FORWARDED = [
+    "__contains__",
+    "__delitem__",
+    "__len__",
+    "clear",
+    "copy",
+    "get",
+    "items",
+    "keys",
+    "pop",
+    "popitem",
+    "setdefault",
+    "update",
+    "values",
+]
+LIST_FORWARDED = [
+    "__add__",
+    "__contains__",
+    "__delitem__",
+    "__getitem__",
+    "__len__",
+    "__mul__",
+    "__rmul__",
+    "__setitem__",
+    "append",
+    "count",
+    "extend",
+    "index",
+    "insert",
+    "pop",
+    "remove",
+    "reverse",
+    "sort",
+]
+_DICT_METHODS = frozenset(DICT_FORWARDED) | {
+    "__getitem__",
+    "__setitem__",
+    "__iter__",
+    "__repr__",
+    "incr",
+    "apply",
+    "compare_and_set",
+    "lock_acquire",
+    "lock_release",
+}
+_LIST_METHODS = frozenset(LIST_FORWARDED) | {
+    "__iter__",
+    "__iadd__",
+    "__imul__",
+    "__repr__",
+    "apply",
+    "compare_and_set",
+}
 
 
 class Kind:
@@ -322,7 +324,9 @@ CALLER_METHODS = frozenset({"lock_acquire", "lock_release"})
 
 __all__ = [
     "CALLER_METHODS",
+    "DICT_FORWARDED",
     "KINDS",
+    "LIST_FORWARDED",
     "Dict",
     "Entry",
     "Kind",

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from .._transport._serialize import LOCAL
 from ._client import Client, client_for
+from ._objects import DICT_FORWARDED, LIST_FORWARDED
 from ._refs import rebuild_proxy
 
 _MISSING: Any = object()  # pickles as itself only within one process: never sent
@@ -124,21 +125,7 @@ class KeyLock:
         self._proxy._callmethod("lock_release", (self._key,))
 
 
-for _name in [
-    "__contains__",
-    "__delitem__",
-    "__len__",
-    "clear",
-    "copy",
-    "get",
-    "items",
-    "keys",
-    "pop",
-    "popitem",
-    "setdefault",
-    "update",
-    "values",
-]:
+for _name in DICT_FORWARDED:
     setattr(DictProxy, _name, _forward(_name))
 
 
@@ -167,25 +154,7 @@ class ListProxy(_Iterates):
         return reversed(self._callmethod("__getitem__", (slice(None),)))
 
 
-for _name in [
-    "__add__",
-    "__contains__",
-    "__delitem__",
-    "__getitem__",
-    "__len__",
-    "__mul__",
-    "__rmul__",
-    "__setitem__",
-    "append",
-    "count",
-    "extend",
-    "index",
-    "insert",
-    "pop",
-    "remove",
-    "reverse",
-    "sort",
-]:
+for _name in LIST_FORWARDED:
     setattr(ListProxy, _name, _forward(_name))
 
 
