@@ -128,7 +128,8 @@ class Client:
             return ()
         with self._lock:
             self._settle_dead()
-            returned, self._to_return = tuple(self._to_return.items()), {}
+            returned = tuple((oid, n) for oid, n in self._to_return.items() if n)
+            self._to_return = {}
         return returned
 
     def _settle_dead(self) -> None:
