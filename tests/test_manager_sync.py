@@ -55,6 +55,7 @@ def test_the_permits_of_a_killed_process_are_given_back(manager):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert [semaphore.acquire(False) for _ in range(4)] == [True, True, True, False]
+    assert manager.statistics().given_back == 1
 
 
 def test_a_lock_is_not_given_back_while_its_holder_lives(manager):
@@ -118,10 +119,18 @@ def test_an_interrupted_acquire_is_withdrawn_and_takes_nothing(manager):
 def test_an_event_set_in_a_child_wakes_a_wait_here(manager):
     event = manager.Event()
     assert event.wait(0.05) is False
+    waiter = threading.Thread(target=event.wait, args=(WAIT_S,))
+    waiter.start()
+    deadline = time.monotonic() + WAIT_S
+    while manager.statistics().waiting != 1:  # counted while it waits in the server
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     child = FORK.Process(target=manager_tasks.set_event, args=(event,))
     child.start()
     assert event.wait(WAIT_S) is True and event.is_set()
     child.join(WAIT_S)
+    waiter.join(WAIT_S)
+    assert manager.statistics().waiting == 0
 
 
 def test_a_condition_wait_is_woken_by_a_notify_from_another_process(manager):

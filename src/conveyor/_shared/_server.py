@@ -72,6 +72,7 @@ class Server:
         self._requests = 0
         self._refused = 0
         self._deaths = 0
+        self._given_back = 0  # locks and permits given back for dead processes
         self._owner_fd = self._watch(owner_pid)
         if self._owner_fd is None:
             self._running = False  # the owner died before we started
@@ -259,6 +260,8 @@ class Server:
             refused=self._refused,
             clients_died=self._deaths,
             server_pid=os.getpid(),
+            waiting=self._timers.waiting(),
+            given_back=self._given_back,
         )
 
     # --- processes --------------------------------------------------------------------
@@ -289,6 +292,7 @@ class Server:
         self._deaths += 1
         for oid, entry in list(self.table.entries.items()):
             if isinstance(entry.obj, SyncObject) and (what := entry.obj.process_died(pid)):
+                self._given_back += 1
                 log_release(pid, what, entry.typeid, oid)
         held = self.table.drop_process(pid)
         if held:

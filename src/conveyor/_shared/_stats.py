@@ -13,7 +13,9 @@ class ManagerStats:
     until it dies); ``connections``: open connections (one per client thread);
     ``requests``: requests served; ``refused``: connections turned away for want of
     the owner's authkey; ``clients_died``: client processes that ended, whose proxies
-    were given back.
+    were given back; ``waiting``: requests waiting now (an acquire, an event's wait);
+    ``given_back``: locks, permits and barrier places given back for processes that
+    died holding them.
     """
 
     objects: int
@@ -23,6 +25,8 @@ class ManagerStats:
     refused: int
     clients_died: int
     server_pid: int
+    waiting: int = 0
+    given_back: int = 0
 
 
 __all__ = ["ManagerStats"]

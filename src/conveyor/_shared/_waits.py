@@ -137,6 +137,10 @@ class Timers:
             if waiter.waiting and waiter.on_timeout is not None:
                 waiter.on_timeout(waiter)
 
+    def waiting(self) -> int:
+        """How many requests wait now."""
+        return sum(1 for waiters in self.by_conn.values() for w in waiters if w.waiting)
+
     def withdraw_connection(self, conn: object) -> list[Waiter]:
         """Withdraw what a closed connection waits for; returns those waiters."""
         waiters = self.by_conn.pop(conn, [])
