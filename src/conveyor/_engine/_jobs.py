@@ -192,6 +192,11 @@ class Job:
 
     # --- cutting chunks ----------------------------------------------------------------
 
+    @property
+    def retry_next(self) -> bool:
+        """The next chunk runs tasks again after a crash (they were admitted before)."""
+        return bool(self._retry)
+
     def next_chunk(self, cid: int, size: int) -> Chunk:
         if self._retry:
             indices, items, attempt = self._retry.popleft()

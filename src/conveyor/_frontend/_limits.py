@@ -43,6 +43,9 @@ class LimiterAdmission:
         self._cond = threading.Condition()
         self._in_hand = 0
         self._wanted = 0
+        # What the last take gave from the permits in hand (take and bound come in pairs,
+        # under the engine lock): what its chunk did not use goes back.
+        self._from_hand = 0
         self._held: dict[int, set[int]] = {}  # job -> its tasks holding a permit
         self._closing = False
         self._broken = False  # the limiter failed: tasks go unlimited (logged)
@@ -53,9 +56,13 @@ class LimiterAdmission:
     # --- the engine's side (under its lock: never waits) -------------------------------
 
     def take(self, job: Job, wanted: int) -> int:
+        if job.retry_next:
+            self._from_hand = 0  # its tasks hold their permits still: none is needed
+            return wanted
         with self._cond:
             granted = min(wanted, self._in_hand)
             self._in_hand -= granted
+            self._from_hand = granted
             if granted:
                 self._cond.notify_all()  # the thread may be waiting to see it taken
             if granted < wanted and self._wanted == 0:
@@ -68,7 +75,7 @@ class LimiterAdmission:
             held = self._held.setdefault(job.id, set())
             new = [index for index in indices if index not in held]
             held.update(new)
-            self._in_hand += granted - len(new)  # a retried chunk's tasks hold theirs
+            self._in_hand += max(0, self._from_hand - len(new))  # what the chunk left
 
     # --- outcomes (outside the engine lock) --------------------------------------------
 
