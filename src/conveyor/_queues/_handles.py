@@ -37,7 +37,7 @@ from collections.abc import Callable
 from multiprocessing import reduction
 from typing import Any
 
-from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
+from .._transport._fds import ANCILLARY_BYTES, close_fds, received_fds, rights
 from ..errors import QueueOwnerGoneError
 from . import _handover
 from ._books import Books
@@ -53,7 +53,6 @@ _EFD_FLAGS = os.EFD_CLOEXEC | os.EFD_NONBLOCK
 # Plain ints: the socket module's flags are IntFlag members, whose operators cost
 # microseconds on a path that runs for every item.
 _DONTWAIT = int(socket.MSG_DONTWAIT)
-_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _ids = itertools.count(1)
 _live: weakref.WeakSet[QueueHandles] = weakref.WeakSet()
 _by_token: weakref.WeakValueDictionary[str, QueueHandles] = weakref.WeakValueDictionary()
@@ -260,10 +259,7 @@ class QueueHandles:
             n, ancdata, flags, _ = self.rx.recvmsg_into(into, ANCILLARY_BYTES, _DONTWAIT)
         except BlockingIOError:
             return None
-        fds = fds_from_ancillary(ancdata) if ancdata else []
-        if flags & _TRUNCATED:
-            close_fds(fds)
-            raise OSError("conveyor: a queue message was truncated (a bug: please report it)")
+        fds = received_fds(ancdata, flags, "a queue message")
         return scratch[0], bytes(scratch[1:n]), fds
 
     def _buffer(self) -> memoryview:

@@ -26,7 +26,7 @@ from multiprocessing.util import register_after_fork
 from typing import Any
 
 from .._compat import process_arguments, process_being_forked
-from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
+from .._transport._fds import ANCILLARY_BYTES, close_fds, received_fds, rights
 from . import _handover
 from ._crossing import take_descriptors
 from ._owners import HolderWatch, Owners
@@ -51,7 +51,6 @@ SEND_CHECK_S = 0.01
 
 _DONTWAIT = int(socket.MSG_DONTWAIT)
 _SEND_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _live: weakref.WeakSet[Connection] = weakref.WeakSet()
 
 
@@ -287,10 +286,7 @@ class Connection:
             n, ancdata, flags, _ = sock.recvmsg_into([scratch], ANCILLARY_BYTES, _DONTWAIT)
         except BlockingIOError:
             return None
-        fds = fds_from_ancillary(ancdata) if ancdata else []
-        if flags & _TRUNCATED:
-            close_fds(fds)
-            raise OSError("a message on this pipe was larger than any conveyor sends")
+        fds = received_fds(ancdata, flags, "a message on this pipe")
         if n == 0 and not fds:
             raise EOFError("every copy of the other end is closed")
         return bytes(scratch[:n]), fds

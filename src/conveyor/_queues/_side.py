@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary
+from .._transport._fds import ANCILLARY_BYTES, received_fds
 from ._backlog import Backlog
 from ._handles import QueueHandles, Role
 from ._pid import current_pid
@@ -12,7 +12,6 @@ from ._rows import Row
 from ._wire import MESSAGE_MAX_BYTES
 
 _DONTWAIT = int(socket.MSG_DONTWAIT)
-_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 
 
 class _Side:
@@ -69,12 +68,8 @@ class _Side:
             scratch = self._scratch
             kind, payload = scratch[0], bytes(scratch[1:n])
         if not ancdata and not flags:
-            return kind, payload, []
-        fds = fds_from_ancillary(ancdata)
-        if flags & _TRUNCATED:
-            close_fds(fds)
-            raise OSError("conveyor: a queue message was truncated (a bug: please report it)")
-        return kind, payload, fds
+            return kind, payload, []  # the common item: no descriptors, nothing cut short
+        return kind, payload, received_fds(ancdata, flags, "a queue message")
 
     def _producing(self, now: bool) -> None:
         self.fast_put = self.fast_get = False

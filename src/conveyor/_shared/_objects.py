@@ -76,18 +76,18 @@ class Dict(dict[Any, Any], SyncObject):
     """A shared dict: a ``dict`` with the updates no client can interleave, and a lock
     per key (made on first use, dropped once free), given back if its holder dies."""
 
-    _key_locks: dict[Any, Lock]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_locks: dict[Any, Lock] = {}
 
     def lock_acquire(self, caller: Caller, key: Any, timeout: Any = None) -> Any:
-        locks = self.__dict__.setdefault("_key_locks", {})
-        lock = locks.get(key)
+        lock = self.key_locks.get(key)
         if lock is None:
-            lock = locks[key] = Lock()
+            lock = self.key_locks[key] = Lock()
         return lock.acquire(caller, True, -1 if timeout is None else timeout)
 
     def lock_release(self, caller: Caller, key: Any) -> None:
-        locks = self.__dict__.get("_key_locks", {})
-        lock = locks.get(key)
+        lock = self.key_locks.get(key)
         if lock is None:
             raise RuntimeError(f"the lock of key {key!r} is not held")
         lock.release(caller)
@@ -95,11 +95,11 @@ class Dict(dict[Any, Any], SyncObject):
 
     def _forget_if_free(self, key: Any, lock: Lock) -> None:
         if not lock.count and not lock.waiters:
-            self.__dict__["_key_locks"].pop(key, None)
+            self.key_locks.pop(key, None)
 
     def process_died(self, pid: int) -> str:
         given_back = []
-        for key, lock in list(self.__dict__.get("_key_locks", {}).items()):
+        for key, lock in list(self.key_locks.items()):
             if lock.process_died(pid):
                 given_back.append(repr(key))
                 self._forget_if_free(key, lock)

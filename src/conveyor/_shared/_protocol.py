@@ -20,12 +20,11 @@ import socket
 from typing import Any
 
 from .._queues._wire import MESSAGE_MAX_BYTES, decode_payload, encode
-from .._transport._fds import ANCILLARY_BYTES, close_fds, fds_from_ancillary, rights
+from .._transport._fds import ANCILLARY_BYTES, close_fds, received_fds, rights
 
 CHALLENGE_BYTES = 32
 WELCOME = b"welcome"
 REFUSED = b"refused"
-_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 
 
 class Op(enum.IntEnum):
@@ -76,10 +75,7 @@ class Receiver:
         n, ancdata, msg_flags, _ = sock.recvmsg_into(self._into, ANCILLARY_BYTES, flags)
         if n == 0:
             raise EOFError("the other end closed the connection")
-        fds = fds_from_ancillary(ancdata) if ancdata else []
-        if msg_flags & _TRUNCATED:
-            close_fds(fds)
-            raise OSError("conveyor: a manager message was truncated (a bug: please report it)")
+        fds = received_fds(ancdata, msg_flags, "a manager message")
         scratch = self._scratch
         return decode_payload(scratch[0], bytes(scratch[1:n]), fds)
 

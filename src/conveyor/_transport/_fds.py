@@ -37,6 +37,19 @@ def fds_from_ancillary(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     return fds
 
 
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+
+
+def received_fds(ancdata: list[tuple[int, int, bytes]], msg_flags: int, what: str) -> list[int]:
+    """The descriptors a ``recvmsg`` brought; ``OSError``, with them closed, if the
+    message or its descriptors arrived cut short (``what`` names the message)."""
+    fds = fds_from_ancillary(ancdata) if ancdata else []
+    if msg_flags & _TRUNCATED:
+        close_fds(fds)
+        raise OSError(f"conveyor: {what} arrived truncated (a bug: please report it)")
+    return fds
+
+
 def rights(fds: list[int]) -> list[tuple[int, int, Any]]:
     """Ancillary data that sends ``fds`` with a ``sendmsg``."""
     return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
