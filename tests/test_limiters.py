@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -174,3 +176,22 @@ def test_a_pool_whose_limiter_is_gone_still_finishes_its_work_and_says_so(caplog
         manager.shutdown()  # the limiter's server goes away under the pool
         assert pool.map(abs, range(-5, 0)) == [5, 4, 3, 2, 1]  # no hang
     assert "no longer limited" in caplog.text
+
+
+def test_a_program_using_the_default_manager_exits_cleanly_from_threads():
+    # Limiters on the default manager, used from threads that end before the program
+    # does: the manager is shut down at exit through a connection still open (weakref's
+    # exit hook once closed it first, and the exit printed a traceback).
+    program = (
+        "import concurrent.futures, conveyor\n"
+        "if __name__ == '__main__':\n"
+        "    limiter = conveyor.RateLimiter('50/s')\n"
+        "    with concurrent.futures.ThreadPoolExecutor(2) as ex:\n"
+        "        print(sum(ex.map(lambda _: limiter.acquire(True, 1.0), range(5))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
+    assert "Traceback" not in done.stderr, done.stderr

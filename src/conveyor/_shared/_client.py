@@ -36,7 +36,9 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.receiver = Receiver()
-        weakref.finalize(self, sock.close)
+        # Not at exit: weakref's exit hook would close it before the default manager's
+        # own (registered earlier, so run later) asks the server to shut down through it.
+        weakref.finalize(self, sock.close).atexit = False
 
 
 class Client:
