@@ -35,6 +35,7 @@ LAYERS = {
     "conveyor.pool": 5,
     "conveyor.executor": 5,
     "conveyor.workers": 5,
+    "conveyor._pipeline": 5,
     "conveyor": 6,
 }
 

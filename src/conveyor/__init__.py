@@ -4,6 +4,8 @@ from ._cpus import available_cpus
 from ._engine._events import EventKind, JobEvent, TaskEvent, WorkerEvent
 from ._engine._states import ExitCause
 from ._frontend._subscription import Subscription
+from ._pipeline._pipeline import Pipeline
+from ._pipeline._report import Failure, PipelineReport, StageStats
 from ._queues._channel import ReceiveChannel, SendChannel, channel
 from ._queues._kinds import JoinableQueue, SimpleQueue
 from ._queues._pipe import Connection, Pipe
@@ -22,6 +24,8 @@ from .errors import (
     ConveyorError,
     EndOfStream,
     ManagerGoneError,
+    PipelineAccountingError,
+    PipelineSpentError,
     PoolClosedError,
     QueueOwnerGoneError,
     QueueShutDown,
@@ -52,6 +56,7 @@ __all__ = [
     "EndOfStream",
     "EventKind",
     "ExitCause",
+    "Failure",
     "JobEvent",
     "JoinableQueue",
     "LimiterStats",
@@ -61,6 +66,10 @@ __all__ = [
     "ManagerStats",
     "NamespaceProxy",
     "Pipe",
+    "Pipeline",
+    "PipelineAccountingError",
+    "PipelineReport",
+    "PipelineSpentError",
     "Pool",
     "PoolClosedError",
     "PoolStats",
@@ -76,6 +85,7 @@ __all__ = [
     "SendChannel",
     "SerializationError",
     "SimpleQueue",
+    "StageStats",
     "Subscription",
     "TaskCancelledError",
     "TaskEvent",

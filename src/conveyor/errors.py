@@ -26,6 +26,8 @@ __all__ = [
     "ConveyorError",
     "EndOfStream",
     "ManagerGoneError",
+    "PipelineAccountingError",
+    "PipelineSpentError",
     "PoolClosedError",
     "QueueOwnerGoneError",
     "QueueShutDown",
@@ -409,6 +411,16 @@ class ManagerGoneError(ConveyorError, ConnectionError):
     ``BrokenPipeError``), and names the server and what became of it; the shared
     objects it held are lost.
     """
+
+
+class PipelineSpentError(ConveyorError, RuntimeError):
+    """A pipeline was run (or iterated) a second time: a pipeline runs once, because its
+    source may be an iterator that is now used up. Build a new one to run again."""
+
+
+class PipelineAccountingError(ConveyorError, AssertionError):
+    """Items are not all accounted for at the end of a pipeline's run: a bug in
+    conveyor. Please report it with the text of the run's report."""
 
 
 # --- internal signals -------------------------------------------------------------------

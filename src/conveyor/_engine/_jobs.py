@@ -156,6 +156,7 @@ class Job:
         self._sequence = items
         self._next_index = 0
         self._batches: deque[list[Any]] = deque()
+        self._batched = 0  # items in _batches (summing them per dispatch was O(batches))
         self._retry: deque[tuple[Sequence[int], list[Any], int]] = deque()
         self.input_done = items is not None
         self.total = len(items) if items is not None else None
@@ -169,6 +170,7 @@ class Job:
 
     def push(self, batch: list[Any]) -> None:
         self._batches.append(batch)
+        self._batched += len(batch)
         self.admitted += len(batch)
 
     def end_input(self, total: int, error: BaseException | None = None) -> None:
@@ -182,7 +184,7 @@ class Job:
     def _queued(self) -> int:
         if self._sequence is not None:
             return max(0, len(self._sequence) - self._next_index)
-        return sum(len(b) for b in self._batches)
+        return self._batched
 
     def remaining_hint(self) -> int | None:
         """Items not yet sent, when the input's length is known (for guided chunking)."""
@@ -212,12 +214,25 @@ class Job:
         return Chunk(cid, self, range(start, stop), items, 0)
 
     def _take_batched(self, size: int) -> list[Any]:
-        head = self._batches[0]
-        if len(head) <= size:
-            self._batches.popleft()
-            return head
-        self._batches[0] = head[size:]
-        return head[:size]
+        """Up to ``size`` items, across as many pushed batches as it takes (a pipeline
+        pushes small ones while its workers are busy)."""
+        batches = self._batches
+        head = batches[0]
+        if len(head) > size:
+            batches[0] = head[size:]
+            items = head[:size]
+        else:
+            items = batches.popleft()
+            while batches and len(items) < size:
+                head = batches[0]
+                want = size - len(items)
+                if len(head) <= want:
+                    items.extend(batches.popleft())
+                else:
+                    batches[0] = head[want:]
+                    items.extend(head[:want])
+        self._batched -= len(items)
+        return items
 
     def requeue(self, indices: Sequence[int], items: list[Any], attempt: int) -> None:
         """Send these items again (after their worker died), ahead of new ones."""
@@ -233,6 +248,7 @@ class Job:
             end = start + sum(len(b) for b in self._batches)
         self._retry.clear()
         self._batches.clear()
+        self._batched = 0
         self._next_index = end
         tail = range(start, end)
         return [*retried, *tail] if retried else tail
@@ -241,6 +257,7 @@ class Job:
         """Drop the references to the job's input (it is complete or abandoned)."""
         self._sequence = None
         self._batches.clear()
+        self._batched = 0
         self._retry.clear()
 
     @property

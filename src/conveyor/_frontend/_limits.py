@@ -50,6 +50,7 @@ class LimiterAdmission:
         self._closing = False
         self._broken = False  # the limiter failed: tasks go unlimited (logged)
         self.one_job = one_job  # a call's own limiter: it ends with its job
+        self.refusals = 0  # times a task had to wait for a permit (statistics)
         self._thread = threading.Thread(target=self._pump, name="conveyor-limiter", daemon=True)
         self._thread.start()
 
@@ -65,6 +66,8 @@ class LimiterAdmission:
             self._from_hand = granted
             if granted:
                 self._cond.notify_all()  # the thread may be waiting to see it taken
+            if granted < wanted:
+                self.refusals += 1
             if granted < wanted and self._wanted == 0:
                 self._wanted = 1  # one at a time: each permit taken goes out at once
                 self._cond.notify()

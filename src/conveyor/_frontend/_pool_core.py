@@ -172,6 +172,18 @@ class PoolCore:
         _submit(self.engine, job)
         return Submitted(job, stop_progress)
 
+    def stream(self, fn: Callable[..., Any], sink: Sink, *, chunksize: int | None = None) -> Job:
+        """A submitted job whose items are pushed as they come (``engine.push``), and
+        ended by ``engine.end_input``: a pipeline stage's."""
+        job = self._job(fn, CallMode.SINGLE, sink, self.options, self.sizer(chunksize))
+        self.engine.submit(job)
+        return job
+
+    @property
+    def limiter_refusals(self) -> int:
+        """Times the pool's limiter made a task wait (0 without one)."""
+        return self._admission.refusals if self._admission is not None else 0
+
     def iterate(
         self,
         fn: Callable[..., Any],

@@ -1,0 +1,1 @@
+"""Pipelines: stages of processes, threads and coroutines, bounded between them."""
