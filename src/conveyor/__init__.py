@@ -5,7 +5,7 @@ from ._engine._events import EventKind, JobEvent, TaskEvent, WorkerEvent
 from ._engine._states import ExitCause
 from ._frontend._subscription import Subscription
 from ._pipeline._pipeline import Pipeline
-from ._pipeline._report import Failure, PipelineReport, StageStats
+from ._pipeline._report import Failure, PipelineReport, StageEvent, StageStats
 from ._queues._channel import ReceiveChannel, SendChannel, channel
 from ._queues._kinds import JoinableQueue, SimpleQueue
 from ._queues._pipe import Connection, Pipe
@@ -85,6 +85,7 @@ __all__ = [
     "SendChannel",
     "SerializationError",
     "SimpleQueue",
+    "StageEvent",
     "StageStats",
     "Subscription",
     "TaskCancelledError",

@@ -4,6 +4,7 @@ iterating it (or ``run()``) starts one ``Run``, which is all the machinery."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
@@ -12,7 +13,7 @@ from .._cpus import available_cpus
 from .._engine._chunking import MAX_LAZY_CHUNK
 from .._shared._limiters import CapacityLimiter, RateLimiter
 from ..errors import PipelineSpentError
-from ._report import PipelineReport, StageStats
+from ._report import PipelineReport, StageEvent, StageStats
 from ._run import Run
 from ._runners import CHUNKS_IN_FLIGHT_PER_WORKER, DEFAULT_ASYNC_CONCURRENCY, MIN_IN_FLIGHT
 from ._spec import ITEMS_PER_WORKER, Backend, OnError, StageKind, StageSpec
@@ -51,6 +52,9 @@ class Pipeline(Generic[T]):
     an item whose worker crashed), ``on_error`` (``"raise"``, ``"skip"``, or a callable
     given each :class:`~conveyor.Failure`), ``limiter``, ``chunksize`` and ``progress``
     (a line for the stage; ``Pipeline(source, progress=True)``: a line for every stage).
+    ``Pipeline(source, subscriber=fn)``: ``fn`` gets every task event of every stage
+    that runs on a pool, as a :class:`StageEvent` (on the thread that settled the task,
+    so it must be quick).
 
     Iterating yields the outputs as they come (in order unless a stage says
     ``ordered=False``); ``run()`` runs to the end and returns a :class:`PipelineReport`. A
@@ -70,11 +74,20 @@ class Pipeline(Generic[T]):
         print(report.emitted, report.failed)
     """
 
-    def __init__(self, source: Iterable[T], *, progress: bool = False) -> None:
+    def __init__(
+        self,
+        source: Iterable[T],
+        *,
+        progress: bool = False,
+        subscriber: Callable[[StageEvent], object] | None = None,
+    ) -> None:
+        if subscriber is not None and not callable(subscriber):
+            raise TypeError(f"subscriber must be callable, not {type(subscriber).__name__}")
         self._source = _Source(source)
         self._specs: tuple[StageSpec, ...] = ()
         self._run: Run | None = None
         self._progress = progress
+        self._subscriber = subscriber
 
     # --- building ---------------------------------------------------------------------
 
@@ -189,6 +202,9 @@ class Pipeline(Generic[T]):
         return self._with(spec)
 
     def _name_of(self, kind: StageKind, fn: Any, size: int = 0) -> str:
+        """``2:map(parse)``: the position, the kind, the function (a partial's own)."""
+        while isinstance(fn, functools.partial):
+            fn = fn.func
         what = f"{size}" if kind is StageKind.BATCH else getattr(fn, "__name__", type(fn).__name__)
         return f"{len(self._specs) + 1}:{kind.value}({what})"
 
@@ -198,6 +214,7 @@ class Pipeline(Generic[T]):
         longer._specs = (*self._specs, spec)
         longer._run = None
         longer._progress = self._progress
+        longer._subscriber = self._subscriber
         return longer
 
     # --- running ----------------------------------------------------------------------
@@ -235,7 +252,9 @@ class Pipeline(Generic[T]):
             )
         if not self._specs:
             raise ValueError("a pipeline needs at least one stage (map, filter, each, ...)")
-        run = Run(self._source.take(), self._specs, progress=self._progress)
+        run = Run(
+            self._source.take(), self._specs, progress=self._progress, subscriber=self._subscriber
+        )
         self._run = run
         run.start()
         return run

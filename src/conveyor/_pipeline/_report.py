@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._engine._events import Event
 from ..errors import PipelineAccountingError
 
 
@@ -27,6 +28,16 @@ class Failure:
     index: int
     item: Any
     error: BaseException
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """A task event of one stage's pool (``Pipeline(source, subscriber=fn)``): ``stage``
+    names the stage, ``event`` is the pool's own ``TaskEvent``, ``WorkerEvent`` or
+    ``JobEvent``."""
+
+    stage: str
+    event: Event
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,7 @@ __all__ = [
     "MAX_KEPT_FAILURES",
     "Failure",
     "PipelineReport",
+    "StageEvent",
     "StageStats",
     "accounting_problems",
 ]

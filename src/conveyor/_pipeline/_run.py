@@ -27,11 +27,18 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from ._progress import StageLines
-from ._report import MAX_KEPT_FAILURES, Failure, PipelineReport, StageStats, accounting_problems
+from ._report import (
+    MAX_KEPT_FAILURES,
+    Failure,
+    PipelineReport,
+    StageEvent,
+    StageStats,
+    accounting_problems,
+)
 from ._spec import StageKind, StageSpec
 from ._stage import Stage
 
@@ -55,8 +62,14 @@ class RunState(enum.Enum):
 
 class Run:
     def __init__(
-        self, source: Iterator[Any], specs: tuple[StageSpec, ...], *, progress: bool = False
+        self,
+        source: Iterator[Any],
+        specs: tuple[StageSpec, ...],
+        *,
+        progress: bool = False,
+        subscriber: Callable[[StageEvent], object] | None = None,
     ) -> None:
+        self.subscriber = subscriber
         self.lock = threading.RLock()
         self._output_ready = threading.Condition(self.lock)
         self._room = threading.Condition(self.lock)

@@ -28,6 +28,7 @@ from .._frontend._policy import CONVEYOR
 from .._frontend._pool_core import PoolCore
 from .._shared._limiters import CapacityLimiter
 from ..errors import TaskTimeoutError, describe_call
+from ._report import StageEvent
 from ._spec import StageSpec
 
 # In flight in an engine stage: this many chunks per worker (one running, one held, the
@@ -101,7 +102,13 @@ class _EngineSink:
 class EngineRunner:
     """A stage on a pool of its own: ``process``, ``thread`` or ``dask`` workers."""
 
-    def __init__(self, spec: StageSpec, fn: Callable[..., Any], outcomes: Outcomes) -> None:
+    def __init__(
+        self,
+        spec: StageSpec,
+        fn: Callable[..., Any],
+        outcomes: Outcomes,
+        subscriber: Callable[[StageEvent], object] | None = None,
+    ) -> None:
         self._core = PoolCore(
             spec.backend,
             spec.workers,
@@ -113,6 +120,9 @@ class EngineRunner:
         )
         self.workers = self._core.size
         self._fixed = spec.chunksize
+        if subscriber is not None:  # before the job, so that its first event is seen
+            name = spec.name
+            self._core.subscribe(lambda event: subscriber(StageEvent(name, event)))
         try:
             self._job = self._core.stream(fn, _EngineSink(outcomes), chunksize=spec.chunksize)
         except BaseException:

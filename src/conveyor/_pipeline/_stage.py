@@ -61,7 +61,7 @@ class Stage:
         if spec.backend == "async":
             self.runner = AsyncRunner(spec, self)
         else:
-            self.runner = EngineRunner(spec, _worker_call(spec), self)
+            self.runner = EngineRunner(spec, _worker_call(spec), self, self._run.subscriber)
 
     # --- sizes ------------------------------------------------------------------------
 
