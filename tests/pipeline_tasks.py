@@ -119,3 +119,24 @@ async def async_hang_on(x, bad=2):
     if x == bad:
         await asyncio.sleep(60)
     return x
+
+
+_in_flight = {"now": 0, "peak": 0}
+
+
+async def async_peak(x, seconds=0.05):
+    """Sleep; return the most coroutines this process had in flight so far."""
+    _in_flight["now"] += 1
+    _in_flight["peak"] = max(_in_flight["peak"], _in_flight["now"])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        _in_flight["now"] -= 1
+    return x, os.getpid(), _in_flight["peak"]
+
+
+async def async_fail_on_3(x):
+    await asyncio.sleep(0)
+    if x == 3:
+        raise ValueError("three")
+    return x

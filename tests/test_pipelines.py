@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gc
 import itertools
+import os
 import signal
 import subprocess
 import sys
@@ -532,7 +533,40 @@ def test_every_stage_on_a_pool_publishes_its_task_events(tmp_path):
 
     assert finished("1:map(square)") == list(range(30))
     assert finished("2:map(crash_item_first_time)") == list(range(30))
-    retried = [
-        e for e in events if getattr(e.event, "kind", None) is conveyor.EventKind.RETRIED
-    ]
+    retried = [e for e in events if getattr(e.event, "kind", None) is conveyor.EventKind.RETRIED]
     assert retried and all(e.stage == "2:map(crash_item_first_time)" for e in retried)
+
+
+def test_coroutines_run_concurrently_inside_process_workers():
+    pipeline = Pipeline(range(60)).map(pt.async_peak, backend="process", workers=2, concurrency=10)
+    got = list(pipeline)
+    assert [x for x, _, _ in got] == list(range(60))  # in order
+    peaks = [peak for _, _, peak in got]
+    assert max(peaks) == 10  # ten at once in a worker, never more
+    assert os.getpid() not in {pid for _, pid, _ in got}
+    report = books_balance(pipeline)
+    assert report.stages[0].backend == "process"
+
+
+def test_an_item_failing_or_overdue_inside_a_worker_loop_costs_that_item_only():
+    async_hang = functools.partial(pt.async_hang_on, bad=5)
+    pipeline = (
+        Pipeline(range(10))
+        .map(pt.async_fail_on_3, backend="process", workers=1, concurrency=4, on_error="skip")
+        .map(async_hang, backend="process", workers=1, concurrency=4, timeout=0.5, on_error="skip")
+    )
+    assert list(pipeline) == [0, 1, 2, 4, 6, 7, 8, 9]
+    report = books_balance(pipeline)
+    errors = {f.stage: f.error for f in report.failures}
+    first = errors["1:map(async_fail_on_3)"]
+    assert isinstance(first, ValueError) and isinstance(first.__cause__, conveyor.RemoteTraceback)
+    assert isinstance(errors["2:map(async_hang_on)"], conveyor.TaskTimeoutError)
+
+
+def test_concurrency_is_refused_where_it_cannot_apply():
+    with pytest.raises(TypeError, match="for coroutine functions"):
+        Pipeline(range(3)).map(pt.square, concurrency=4)
+    with pytest.raises(ValueError, match="its workers="):
+        Pipeline(range(3)).map(pt.async_square, backend="async", concurrency=4)
+    with pytest.raises(TypeError, match="concurrency=N"):
+        Pipeline(range(3)).map(pt.async_square, backend="process")

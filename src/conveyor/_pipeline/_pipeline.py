@@ -13,6 +13,7 @@ from .._cpus import available_cpus
 from .._engine._chunking import MAX_LAZY_CHUNK
 from .._shared._limiters import CapacityLimiter, RateLimiter
 from ..errors import PipelineSpentError
+from ._grouped import GROUP_PER_SLOT
 from ._report import PipelineReport, StageEvent, StageStats
 from ._run import Run
 from ._runners import CHUNKS_IN_FLIGHT_PER_WORKER, DEFAULT_ASYNC_CONCURRENCY, MIN_IN_FLIGHT
@@ -50,7 +51,9 @@ class Pipeline(Generic[T]):
     default for them, or ``"dask"``), ``workers``, ``maxsize`` (how many items may wait
     in front of it), ``ordered``, ``timeout`` (seconds per item), ``retries`` (re-runs of
     an item whose worker crashed), ``on_error`` (``"raise"``, ``"skip"``, or a callable
-    given each :class:`~conveyor.Failure`), ``limiter``, ``chunksize`` and ``progress``
+    given each :class:`~conveyor.Failure`), ``limiter``, ``chunksize``, ``concurrency``
+    (an ``async def`` on process workers: this many coroutines at once in each) and
+    ``progress``
     (a line for the stage; ``Pipeline(source, progress=True)``: a line for every stage).
     ``Pipeline(source, subscriber=fn)``: ``fn`` gets every task event of every stage
     that runs on a pool, as a :class:`StageEvent` (on the thread that settled the task,
@@ -106,6 +109,7 @@ class Pipeline(Generic[T]):
         chunksize: int | None = None,
         progress: bool = False,
         client: Any = None,
+        concurrency: int | None = None,
     ) -> Pipeline[Any]:
         """``fn(item)`` for each item. Options: see the class."""
         return self._then(StageKind.MAP, fn, locals())
@@ -125,6 +129,7 @@ class Pipeline(Generic[T]):
         chunksize: int | None = None,
         progress: bool = False,
         client: Any = None,
+        concurrency: int | None = None,
     ) -> Pipeline[T]:
         """Keep the items for which ``fn(item)`` is true."""
         return self._then(StageKind.FILTER, fn, locals())
@@ -144,6 +149,7 @@ class Pipeline(Generic[T]):
         chunksize: int | None = None,
         progress: bool = False,
         client: Any = None,
+        concurrency: int | None = None,
     ) -> Pipeline[Any]:
         """Each of ``fn(item)``'s values, in order; an item with none counts as filtered.
 
@@ -167,6 +173,7 @@ class Pipeline(Generic[T]):
         chunksize: int | None = None,
         progress: bool = False,
         client: Any = None,
+        concurrency: int | None = None,
     ) -> Pipeline[None]:
         """``fn(item)`` for its effect (a sink); consumed items count as emitted."""
         return self._then(StageKind.EACH, fn, locals())
@@ -197,7 +204,8 @@ class Pipeline(Generic[T]):
         options = {k: v for k, v in options.items() if k not in ("self", "fn")}
         backend = options.pop("backend")
         if backend is None:
-            backend = "async" if asyncio.iscoroutinefunction(fn) else "process"
+            wants_loop = asyncio.iscoroutinefunction(fn) and options["concurrency"] is None
+            backend = "async" if wants_loop else "process"
         spec = StageSpec(kind, fn, backend=backend, name=self._name_of(kind, fn), **options)
         return self._with(spec)
 
@@ -302,6 +310,9 @@ def _bounds(spec: StageSpec) -> tuple[int, int, int]:
     if spec.backend == "async":
         workers = spec.workers or DEFAULT_ASYNC_CONCURRENCY
         in_flight = 2 * workers
+    elif spec.concurrency is not None:  # groups of coroutines, one a chunk
+        workers = spec.workers or available_cpus()
+        in_flight = CHUNKS_IN_FLIGHT_PER_WORKER * workers * GROUP_PER_SLOT * spec.concurrency
     else:
         workers = spec.workers or available_cpus()
         chunk = spec.chunksize or MAX_LAZY_CHUNK

@@ -50,6 +50,7 @@ class StageSpec:
     chunksize: int | None = None
     progress: bool = False
     client: Any = None
+    concurrency: int | None = None
     size: int = 0
     max_wait: float | None = None
     name: str = ""
@@ -83,11 +84,12 @@ def _check_spec(spec: StageSpec) -> None:
     is_coroutine = asyncio.iscoroutinefunction(spec.fn)
     if spec.backend == "async" and not is_coroutine:
         raise TypeError(f"{where}: backend='async' takes a coroutine function (async def)")
-    if spec.backend != "async" and is_coroutine:
+    if spec.backend != "async" and is_coroutine and spec.concurrency is None:
         raise TypeError(
             f"{where}: {describe_callable(spec.fn)} is a coroutine function; give it "
-            "backend='async'"
+            f"backend='async', or concurrency=N to run N at once in each {spec.backend} worker"
         )
+    _check_concurrency(spec, where, is_coroutine)
     _check_positive(where, "workers", spec.workers)
     _check_positive(where, "maxsize", spec.maxsize)
     _check_positive(where, "chunksize", spec.chunksize)
@@ -113,6 +115,21 @@ def _check_spec(spec: StageSpec) -> None:
         )
     if not isinstance(spec.ordered, bool):
         raise TypeError(f"{where}: ordered must be True or False, not {spec.ordered!r}")
+
+
+def _check_concurrency(spec: StageSpec, where: str, is_coroutine: bool) -> None:
+    if spec.concurrency is None:
+        return
+    _check_positive(where, "concurrency", spec.concurrency)
+    if not is_coroutine:
+        raise TypeError(f"{where}: concurrency= is for coroutine functions (async def)")
+    if spec.backend == "async":
+        raise ValueError(f"{where}: an async stage's concurrency is its workers= (coroutines)")
+    if spec.limiter is not None:
+        raise ValueError(
+            f"{where}: a limiter cannot yet pace coroutines inside {spec.backend} workers; "
+            "use backend='async' with the limiter"
+        )
 
 
 def _check_batch(spec: StageSpec, where: str) -> None:

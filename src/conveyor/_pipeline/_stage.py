@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TaskCancelledError
 from ._calls import EachCall, FilterCall, FlatMapCall
+from ._grouped import GroupedRunner
 from ._report import Failure, StageStats
 from ._runners import AsyncRunner, EngineRunner, Runner
 from ._spec import ITEMS_PER_WORKER, StageKind, StageSpec
@@ -60,6 +61,8 @@ class Stage:
             return
         if spec.backend == "async":
             self.runner = AsyncRunner(spec, self)
+        elif spec.concurrency is not None:
+            self.runner = GroupedRunner(spec, self, self._run.subscriber)
         else:
             self.runner = EngineRunner(spec, _worker_call(spec), self, self._run.subscriber)
 
