@@ -140,3 +140,28 @@ async def async_fail_on_3(x):
     if x == 3:
         raise ValueError("three")
     return x
+
+
+class Starts:
+    """Records when each call started (monotonic), across threads or coroutines."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    async def note(self, x):
+        with self.lock:
+            self.times.append(time.monotonic())
+        await asyncio.sleep(0)
+        return x
+
+    def hold(self, x, seconds=0.02):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(seconds)
+        with self.lock:
+            self.now -= 1
+        return x

@@ -570,3 +570,25 @@ def test_concurrency_is_refused_where_it_cannot_apply():
         Pipeline(range(3)).map(pt.async_square, backend="async", concurrency=4)
     with pytest.raises(TypeError, match="concurrency=N"):
         Pipeline(range(3)).map(pt.async_square, backend="process")
+
+
+def test_a_rate_limit_holds_in_an_async_stage_with_many_coroutines():
+    starts = pt.Starts()
+    limiter = conveyor.RateLimiter("20/s", burst=1)  # one start every 50 ms
+    pipeline = Pipeline(range(15)).map(starts.note, workers=64, limiter=limiter)
+    assert list(pipeline) == list(range(15))
+    gaps = [b - a for a, b in itertools.pairwise(sorted(starts.times))]
+    assert min(gaps) > 0.04, gaps  # never two starts closer than the rate allows
+    books_balance(pipeline)
+
+
+def test_a_capacity_limiter_bounds_a_thread_stage_whatever_its_workers():
+    holds = pt.Starts()
+    limiter = conveyor.CapacityLimiter(2)
+    pipeline = Pipeline(range(30)).map(
+        holds.hold, backend="thread", workers=6, chunksize=1, limiter=limiter
+    )
+    assert list(pipeline) == list(range(30))
+    assert holds.peak == 2
+    report = books_balance(pipeline)
+    assert report.stages[0].limiter_waits > 0
