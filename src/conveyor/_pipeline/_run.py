@@ -174,13 +174,16 @@ class Run:
         if not n:
             return False
         self.stages[0].receive([pending.popleft() for _ in range(n)])
+        # Counted as admitted here, under the lock: an item the reader takes from the
+        # source as the run stops never enters it, and is in no count.
+        self.read += n
         return True
 
     # --- the source -----------------------------------------------------------------------
 
     def _read_source(self) -> None:
         pending, first, source = self._pending, self.stages[0], self._source
-        gather = 1
+        gather, read = 1, 0
         try:
             while self.state is RunState.RUNNING:
                 if len(pending) + len(first.inbox) >= first.bound() and not self._wait_for_room():
@@ -190,13 +193,13 @@ class Run:
                 except StopIteration:
                     break
                 pending.append(item)
-                self.read += 1
+                read += 1
                 if len(pending) >= gather or (len(pending) == 1 and first.hungry()):
                     with self.lock:
                         self.pump()
                         gather = max(1, min(MAX_SOURCE_BATCH, first.gather_size()))
         except BaseException as exc:
-            self.fail(exc, f"the source raised after {self.read} items")
+            self.fail(exc, f"conveyor pipeline: the source raised after {read} items")
             return
         with self.lock:
             self._source_done = True
@@ -378,6 +381,7 @@ class Run:
                 first = self.stages[0]
                 left = len(self._pending)
                 self._pending.clear()
+                self.read += left
                 first.received += left
                 first.cancelled += left
                 for stage in self.stages:
