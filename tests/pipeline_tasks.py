@@ -10,6 +10,8 @@ import signal
 import threading
 import time
 
+from tasks import crash_item_first_time  # noqa: F401 (a stage function here too)
+
 
 def square(x):
     return x * x
@@ -64,15 +66,6 @@ def sleep_long_on(x, bad=3, seconds=30.0):
 def slow_first(x, seconds=1.0):
     if x == 0:
         time.sleep(seconds)
-    return x
-
-
-def crash_item_first_time(x, marker_path, bad=3):
-    """SIGKILL the worker on item ``bad``, only the first time (the marker remembers)."""
-    if x == bad and not os.path.exists(marker_path):
-        with open(marker_path, "w"):
-            pass
-        os.kill(os.getpid(), signal.SIGKILL)
     return x
 
 

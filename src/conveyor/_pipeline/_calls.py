@@ -7,8 +7,11 @@ none: its workers run the user's function itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
+
+from ..errors import TaskTimeoutError, describe_call
 
 
 class _StageCall:
@@ -45,4 +48,25 @@ class EachCall(_StageCall):
         self.fn(item)
 
 
-__all__ = ["EachCall", "FilterCall", "FlatMapCall"]
+async def await_within(
+    fn: Callable[..., Any], item: Any, timeout: float | None, index: int | None
+) -> Any:
+    """``await fn(item)``; past ``timeout`` seconds the coroutine is cancelled and
+    ``TaskTimeoutError`` raised (told apart from a ``TimeoutError`` of the item's own)."""
+    if timeout is None:
+        return await fn(item)
+    task = asyncio.ensure_future(fn(item))
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    what = describe_call(fn, index)
+    raise TaskTimeoutError(
+        f"{what} ran longer than its timeout of {timeout} s; the coroutine was cancelled",
+        task=what,
+        timeout=timeout,
+    )
+
+
+__all__ = ["EachCall", "FilterCall", "FlatMapCall", "await_within"]

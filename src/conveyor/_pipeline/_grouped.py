@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._transport._serialize import pack_exception, unpack_exception
-from ..errors import TaskTimeoutError, describe_call
+from ._calls import await_within
 from ._report import StageEvent
 from ._runners import EngineRunner, Outcomes
 from ._spec import StageSpec
@@ -51,25 +51,9 @@ class AsyncGroupCall:
     async def _one(self, slots: asyncio.Semaphore, item: Any) -> tuple[bool, Any]:
         async with slots:
             try:
-                return True, await self._call(item)
+                return True, await await_within(self.fn, item, self.timeout, None)
             except Exception as exc:
                 return False, pack_exception(exc)
-
-    async def _call(self, item: Any) -> Any:
-        if self.timeout is None:
-            return await self.fn(item)
-        task = asyncio.ensure_future(self.fn(item))
-        done, _ = await asyncio.wait({task}, timeout=self.timeout)
-        if task in done:
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        what = describe_call(self.fn)
-        raise TaskTimeoutError(
-            f"{what} ran longer than its timeout of {self.timeout} s; the coroutine was cancelled",
-            task=what,
-            timeout=self.timeout,
-        )
 
 
 _loops = threading.local()

@@ -27,7 +27,7 @@ from .._engine._jobs import TaskOptions
 from .._frontend._policy import CONVEYOR
 from .._frontend._pool_core import PoolCore
 from .._shared._limiters import CapacityLimiter
-from ..errors import TaskTimeoutError, describe_call
+from ._calls import await_within
 from ._report import StageEvent
 from ._spec import StageSpec
 
@@ -268,7 +268,8 @@ class AsyncRunner:
                 await self._take_permit()
             started = time.perf_counter()
             try:
-                value = await self._call(index, item)
+                assert self._fn is not None
+                value = await await_within(self._fn, item, self._timeout, index)
             except asyncio.CancelledError:
                 raise  # the stage is stopping: the stage counts the item cancelled
             except BaseException as exc:
@@ -283,23 +284,6 @@ class AsyncRunner:
             self._settled += 1
             self._outcomes.on_finished((index,), (value,))
             self._close_if_done()
-
-    async def _call(self, index: int, item: Any) -> Any:
-        assert self._fn is not None
-        if self._timeout is None:
-            return await self._fn(item)
-        task = asyncio.ensure_future(self._fn(item))
-        done, _ = await asyncio.wait({task}, timeout=self._timeout)
-        if task in done:
-            return task.result()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        what = describe_call(self._fn, index)
-        raise TaskTimeoutError(
-            f"{what} ran longer than its timeout of {self._timeout} s; the coroutine was cancelled",
-            task=what,
-            timeout=self._timeout,
-        )
 
     async def _take_permit(self) -> None:
         """One coroutine at a time waits on the limiter, in the loop's executor, so a
