@@ -1,0 +1,179 @@
+"""The command line: ``conveyor run [OPTIONS] COMMAND [::: ARGS | :::: FILES]...``.
+
+Options come first; the command starts at the first word that is not one (so the
+command's own options, ``echo -n``, are left to it); ``:::``, ``::::``, ``:::+`` and
+``::::+`` start input sources. A bad option is a message on stderr and exit status 255,
+GNU parallel's, and nothing runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import NoReturn
+
+from .._cpus import available_cpus
+from ._halt import Halt, HaltSyntaxError
+from ._sources import Source, read_file
+
+BAD_USAGE = 255
+MARKERS = (":::", "::::", ":::+", "::::+")
+
+
+class UsageError(Exception):
+    """Bad command line: the message is printed, the exit status is 255."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+@dataclass
+class RunOptions:
+    command: list[str]
+    sources: list[Source]
+    jobs: int
+    keep_order: bool
+    output: str  # "group" | "line-buffer" | "ungroup"
+    tag: bool
+    timeout: float | None
+    retries: int
+    halt: Halt | None
+    joblog: str | None
+    dry_run: bool
+    bar: bool
+    link: bool
+    delimiter: str | None
+
+
+def run_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="conveyor run",
+        description="Run a shell command for each input, in parallel (GNU parallel's way).",
+    )
+    add = parser.add_argument
+    add("-j", "--jobs", default="100%", help="job slots: N, N%% of the CPUs, or 0 for one per CPU")
+    add("-k", "--keep-order", action="store_true", help="print output in input order")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--group", dest="output", action="store_const", const="group")
+    group.add_argument(
+        "--line-buffer", "--lb", dest="output", action="store_const", const="line-buffer"
+    )
+    group.add_argument("-u", "--ungroup", dest="output", action="store_const", const="ungroup")
+    add("--tag", action="store_true", help="prefix each output line with the job's arguments")
+    add("--timeout", type=float, help="seconds a job may run before it is killed")
+    add("--retries", type=int, default=0, help="run a failing job up to N more times")
+    add("--halt", default="never", help="now|soon,fail|success|done=N|N%%")
+    add("--joblog", help="GNU parallel's job log (+FILE appends, - is stdout)")
+    add("--dry-run", action="store_true", help="print the commands, run nothing")
+    add("--bar", action="store_true", help="a progress bar on stderr")
+    add(
+        "--link",
+        "--xapply",
+        action="store_true",
+        help="zip the input sources, do not multiply them",
+    )
+    add("-0", "--null", action="store_true", help="records end with NUL, not newline")
+    add("-d", "--delimiter", help="records end with this string")
+    add("-a", "--arg-file", action="append", default=[], help="read input records from a file")
+    add("command", nargs=argparse.REMAINDER, help="the command, then ::: values or :::: files")
+    parser.set_defaults(output="group")
+    return parser
+
+
+def parse_run(argv: list[str]) -> RunOptions:
+    args = run_parser().parse_args(argv)
+    delimiter = "\0" if args.null else _unescape(args.delimiter)
+    command, sources = _split_sources(list(args.command), delimiter)
+    for path in args.arg_file:
+        sources.append(Source(_read(path, delimiter)))
+    if args.retries < 0:
+        raise UsageError(f"conveyor run: --retries must be 0 or more, not {args.retries}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(
+            f"conveyor run: --timeout must be a positive number of seconds, not {args.timeout}"
+        )
+    try:
+        halt = Halt.parse(args.halt)
+    except HaltSyntaxError as exc:
+        raise UsageError(f"conveyor run: {exc}") from None
+    return RunOptions(
+        command=command,
+        sources=sources,
+        jobs=_slots(args.jobs),
+        keep_order=args.keep_order,
+        output=args.output,
+        tag=args.tag,
+        timeout=args.timeout,
+        retries=args.retries,
+        halt=halt,
+        joblog=args.joblog,
+        dry_run=args.dry_run,
+        bar=args.bar,
+        link=args.link,
+        delimiter=delimiter,
+    )
+
+
+def _split_sources(words: list[str], delimiter: str | None) -> tuple[list[str], list[Source]]:
+    if words[:1] == ["--"]:
+        words = words[1:]
+    command: list[str] = []
+    sources: list[Source] = []
+    marker: str | None = None
+    for word in words:
+        if word in MARKERS:
+            marker = word
+            sources.append(Source([], linked=word.endswith("+")))
+            continue
+        if marker is None:
+            command.append(word)
+        elif marker.startswith("::::"):
+            values = sources[-1].values
+            assert values is not None
+            values.extend(_read(word, delimiter))
+        else:
+            values = sources[-1].values
+            assert values is not None
+            values.append(word)
+    return command, sources
+
+
+def _read(path: str, delimiter: str | None) -> list[str]:
+    try:
+        return read_file(path, delimiter)
+    except OSError as exc:
+        raise UsageError(f"conveyor run: cannot read input file {path!r}: {exc.strerror}") from None
+
+
+def _slots(text: str) -> int:
+    cpus = available_cpus()
+    try:
+        if text.endswith("%"):
+            slots = int(float(text[:-1]) * cpus / 100)
+        elif text.startswith(("+", "-")):
+            slots = cpus + int(text)
+        else:
+            slots = int(text)
+    except ValueError:
+        raise UsageError(f"conveyor run: -j {text!r}: expected N, N%, +N, -N or 0") from None
+    if slots == 0 and not text.endswith("%"):
+        slots = cpus
+    return max(1, slots)
+
+
+def _unescape(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return text.encode().decode("unicode_escape") if "\\" in text else text
+
+
+def usage_error(exc: UsageError) -> int:
+    print(exc, file=sys.stderr)
+    print("conveyor run --help: the options", file=sys.stderr)
+    return BAD_USAGE
+
+
+__all__ = ["BAD_USAGE", "RunOptions", "UsageError", "parse_run", "run_parser", "usage_error"]
