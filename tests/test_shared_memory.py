@@ -70,7 +70,9 @@ def test_no_descriptor_or_named_segment_leaks_over_many_transfers():
         # The parent keeps finished argument segments for reuse, within a fixed budget.
         assert memfds_held() * BIG * 8 <= _shm.MAX_CACHED_BYTES
     assert wait_until(lambda: memfds_held() == 0)
-    assert shm_entries() == before_shm  # memfds have no names: nothing to clean up
+    # memfds have no names: nothing to clean up. Only what appeared counts: /dev/shm is
+    # the machine's, and other programs' entries come and go meanwhile.
+    assert shm_entries() - before_shm == set()
 
 
 def test_a_worker_dying_with_shared_buffers_in_flight_leaks_nothing():

@@ -255,6 +255,12 @@ class Queue(Generic[T]):
                 if shut & SHUTDOWN:
                     raise QueueShutDown("the queue was shut down and is empty")
                 if self._stream_ended():
+                    # Look once more: the last producer may have put and closed between
+                    # the take above and that look. Once every producer is gone nothing
+                    # new can come, so a second empty take is conclusive.
+                    message = self._take(side)
+                    if message is not None:
+                        return decode_payload(*message)
                     raise EndOfStream("the queue is empty and every producer has closed or died")
                 if not block or deadline.expired:
                     raise queue.Empty
