@@ -273,3 +273,101 @@ def test_the_readme_command_lines_are_valid(tmp_path):
         )
         assert done.returncode == 0, (line, done.stderr)
         assert done.stdout.strip(), line
+
+
+# --- resume --------------------------------------------------------------------------------
+
+FAIL_ON_MULTIPLES_OF_3 = "echo {}; exit $(( {} % 3 == 0 ))"
+
+
+def _log_rows(log) -> list[list[str]]:
+    return [line.split("\t") for line in log.read_text().splitlines()[1:]]
+
+
+def test_resume_failed_runs_only_the_failures_and_resume_skips_them_too(tmp_path):
+    log = tmp_path / "log"
+    first = conveyor("-k", "--joblog", str(log), FAIL_ON_MULTIPLES_OF_3, ":::", *"123456")
+    assert first.returncode == 2
+    again = conveyor(
+        "-k", "--resume-failed", "--joblog", str(log), FAIL_ON_MULTIPLES_OF_3, ":::", *"1234567"
+    )
+    assert again.stdout.split() == ["3", "6", "7"]
+    assert "4 jobs already done" in again.stderr
+    once_more = conveyor(
+        "-k", "--resume", "--joblog", str(log), FAIL_ON_MULTIPLES_OF_3, ":::", *"12345678"
+    )
+    assert once_more.stdout.split() == ["8"]  # finished jobs, failed or not, are done
+    retried = conveyor("--retry-failed", "--joblog", str(log))
+    assert sorted(retried.stdout.split()) == ["3", "6"]  # the log's failed commands, as they were
+
+
+def test_resume_matches_jobs_by_content_whatever_their_position(tmp_path):
+    log = tmp_path / "log"
+    conveyor("-k", "--joblog", str(log), "echo", ":::", "a", "b", "c")
+    # New input in front: by position, GNU parallel would skip "new" and "a" and run "c"
+    # again; by fingerprint only "new" runs.
+    again = conveyor("-k", "--resume", "--joblog", str(log), "echo", ":::", "new", "a", "b", "c")
+    assert again.stdout.split() == ["new"]
+    assert "the input changed" in again.stderr
+
+
+def test_after_kill_9_resume_finishes_with_every_job_succeeding_exactly_once(tmp_path):
+    log = tmp_path / "log"
+    args = [
+        *CONVEYOR,
+        "run",
+        "-j",
+        "2",
+        "--joblog",
+        str(log),
+        "sleep 0.1; echo {}",
+        ":::",
+        *map(str, range(1, 21)),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: log.exists() and len(_log_rows(log)) >= 6, "six jobs logged")
+        jobs = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()  # kill -9: nothing is flushed, nothing logged
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for job in jobs:  # its jobs, in process groups of their own, outlive it
+        try:
+            os.killpg(job.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    done = conveyor(
+        "-j",
+        "2",
+        "--resume",
+        "--joblog",
+        str(log),
+        "sleep 0.1; echo {}",
+        ":::",
+        *map(str, range(1, 21)),
+    )
+    assert done.returncode == 0
+    succeeded = [int(r[0]) for r in _log_rows(log) if r[6] == "0"]
+    assert sorted(succeeded) == list(range(1, 21))  # each exactly once
+
+
+def test_a_job_log_cut_short_by_a_crash_is_read_and_a_malformed_one_refused(tmp_path):
+    log = tmp_path / "gnu.log"
+    header = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
+    log.write_text(header + "1\t:\t1.0\t   0.1\t0\t0\t0\t0\techo a\n2\t:\t1.0\t   0.1\t0\t0")
+    done = conveyor("-k", "--resume", "--joblog", str(log), "echo", ":::", "a", "b")
+    assert done.stdout.split() == ["b"]
+    assert "cut short" in done.stderr and "by position" in done.stderr
+    for journal in tmp_path.glob("gnu.log.journal*"):  # as a GNU parallel log has none
+        journal.unlink()
+    log.write_text(header + "1\tnot a line\n2\t:\t1.0\t   0.1\t0\t0\t0\t0\techo b\n")
+    refused = conveyor("--resume", "--joblog", str(log), "echo", ":::", "a", "b")
+    assert refused.returncode == 255 and "line 2" in refused.stderr and refused.stdout == ""
+
+
+def test_resume_needs_a_job_log():
+    done = conveyor("--resume", "echo", ":::", "a")
+    assert done.returncode == 255 and "needs --joblog" in done.stderr

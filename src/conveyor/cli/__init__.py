@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from ._journal import JobLogFormatError
 from ._options import BAD_USAGE, UsageError, parse_run, usage_error
 from ._runner import RunCommand
 
@@ -23,15 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_USAGE)
         return 0 if argv else BAD_USAGE
-    command, rest = argv[0], argv[1:]
-    if command != "run":
-        print(f"conveyor: unknown command {command!r} (expected: run)", file=sys.stderr)
+    name, rest = argv[0], argv[1:]
+    if name != "run":
+        print(f"conveyor: unknown command {name!r} (expected: run)", file=sys.stderr)
         return BAD_USAGE
     try:
         options = parse_run(rest)
+        command = RunCommand(options)
     except UsageError as exc:
         return usage_error(exc)
-    return RunCommand(options).run()
+    except JobLogFormatError as exc:
+        print(f"conveyor run: {exc}", file=sys.stderr)
+        return BAD_USAGE
+    return command.run()
 
 
 __all__ = ["main"]

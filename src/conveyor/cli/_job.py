@@ -41,6 +41,7 @@ class JobResult:
     attempts: int = 0
     timed_out: bool = False
     interrupted: bool = False
+    key: str = ""  # its fingerprint in the journal
     stdout: IO[bytes] | None = field(default=None, repr=False)
     stderr: IO[bytes] | None = field(default=None, repr=False)
 

@@ -46,6 +46,7 @@ class RunOptions:
     bar: bool
     link: bool
     delimiter: str | None
+    resume: str | None  # "resume" | "resume-failed" | "retry-failed"
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -67,6 +68,28 @@ def run_parser() -> argparse.ArgumentParser:
     add("--retries", type=int, default=0, help="run a failing job up to N more times")
     add("--halt", default="never", help="now|soon,fail|success|done=N|N%%")
     add("--joblog", help="GNU parallel's job log (+FILE appends, - is stdout)")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_const",
+        const="resume",
+        help="skip the jobs the job log's journal has finished",
+    )
+    resume.add_argument(
+        "--resume-failed",
+        dest="resume",
+        action="store_const",
+        const="resume-failed",
+        help="skip only the jobs that succeeded",
+    )
+    resume.add_argument(
+        "--retry-failed",
+        dest="resume",
+        action="store_const",
+        const="retry-failed",
+        help="run again the logged jobs that failed",
+    )
     add("--dry-run", action="store_true", help="print the commands, run nothing")
     add("--bar", action="store_true", help="a progress bar on stderr")
     add(
@@ -95,6 +118,8 @@ def parse_run(argv: list[str]) -> RunOptions:
         raise UsageError(
             f"conveyor run: --timeout must be a positive number of seconds, not {args.timeout}"
         )
+    if args.resume and (args.joblog is None or args.joblog in ("-", "+-")):
+        raise UsageError(f"conveyor run: --{args.resume} needs --joblog FILE (what to resume)")
     try:
         halt = Halt.parse(args.halt)
     except HaltSyntaxError as exc:
@@ -114,6 +139,7 @@ def parse_run(argv: list[str]) -> RunOptions:
         bar=args.bar,
         link=args.link,
         delimiter=delimiter,
+        resume=args.resume,
     )
 
 

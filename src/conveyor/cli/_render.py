@@ -32,6 +32,11 @@ class Template:
         starts_with_token = _TOKEN.match(text) is not None
         return cls(text, quote=not starts_with_token)
 
+    @property
+    def uses_seq(self) -> bool:
+        """The command holds the job's position (``{#}``), so the position is its identity."""
+        return "{#}" in self.text
+
     def render(self, arguments: tuple[str, ...], seq: int, slot: int) -> str:
         def fill(match: re.Match[str]) -> str:
             whole = match.group(0)

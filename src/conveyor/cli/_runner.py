@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -22,8 +23,10 @@ from ..workers import WorkerPool
 from ._halt import exit_status
 from ._job import JobResult, Running, run_job
 from ._joblog import JobLog
+from ._journal import Journal, fingerprint
 from ._options import RunOptions
 from ._render import Template
+from ._resume import load
 from ._sources import job_arguments
 
 INTERRUPTED = 130
@@ -94,8 +97,16 @@ class RunCommand:
         self.failed = 0
         self.trigger: JobResult | None = None
         self._total = _known_total(options)
+        self.journal = _journal_for(options.joblog)
+        self.resume = load(options.resume, options.joblog, self.journal)
 
     def jobs(self) -> Iterator[JobResult]:
+        """The jobs to run, skipping what a resume says was done."""
+        resume = self.resume
+        if resume.mode == "retry-failed":
+            for seq, command, key in resume.retry:
+                yield JobResult(seq, (), command, key=key)
+            return
         stdin = sys.stdin if not self.options.sources else None
         arguments = job_arguments(
             self.options.sources,
@@ -103,21 +114,30 @@ class RunCommand:
             stdin=stdin,
             delimiter=self.options.delimiter,
         )
+        template = self.template
         for seq, args in enumerate(arguments, 1):
-            yield JobResult(seq, args, "")
+            key = fingerprint(template.text, args, seq if template.uses_seq else None)
+            if not resume.skips(seq, key):
+                yield JobResult(seq, args, "", key=key)
 
     def run(self) -> int:
         if self.options.dry_run:
             for job in self.jobs():
                 print(self.template.render(job.arguments, job.seq, 1))
             return 0
-        joblog = JobLog(self.options.joblog) if self.options.joblog else None
+        target = self.options.joblog
+        if target is not None and self.resume.mode and os.path.exists(target.lstrip("+")):
+            target = "+" + target.lstrip("+")  # a resume appends, as GNU parallel's does
+        joblog = JobLog(target) if target else None
         bar = _bar(self._total) if self.options.bar else None
         try:
             return self._run(joblog, bar)
         finally:
+            self.resume.report()
             if joblog is not None:
                 joblog.close()
+            if self.journal is not None:
+                self.journal.close()
             if bar is not None:
                 bar.close()
 
@@ -154,7 +174,11 @@ class RunCommand:
         slot = self.slots.take()
         try:
             job.slot = slot
-            job.command = self.template.render(job.arguments, job.seq, slot)
+            if not job.command:  # a retried command from the journal is run as it was
+                job.command = self.template.render(job.arguments, job.seq, slot)
+            if self.journal is not None:
+                job.started_at = time.time()
+                self.journal.started(job, job.key)
             env = dict(
                 os.environ,
                 PARALLEL_SEQ=str(job.seq),
@@ -190,6 +214,8 @@ class RunCommand:
         self.printer.job(job)
         if joblog is not None:
             joblog.write(job)
+        if self.journal is not None:
+            self.journal.finished(job, job.key)
         self.done += 1
         if not job.ok:
             self.failed += 1
@@ -213,6 +239,13 @@ class RunCommand:
             file=sys.stderr,
         )
         return True
+
+
+def _journal_for(joblog: str | None) -> Journal | None:
+    """The journal beside a job log file (none for ``--joblog -``)."""
+    if joblog is None or joblog.lstrip("+") == "-":
+        return None
+    return Journal(joblog.lstrip("+") + ".journal")
 
 
 def _known_total(options: RunOptions) -> int | None:
