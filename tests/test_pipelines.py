@@ -592,3 +592,25 @@ def test_a_capacity_limiter_bounds_a_thread_stage_whatever_its_workers():
     assert holds.peak == 2
     report = books_balance(pipeline)
     assert report.stages[0].limiter_waits > 0
+
+
+def test_on_error_emit_sends_failures_downstream_in_place_to_a_sink_stage():
+    seen = []
+
+    def sink(value):
+        seen.append(value)
+
+    pipeline = (
+        Pipeline(range(10))
+        .map(pt.fail_on_multiples_of_7, backend="process", workers=2, on_error="emit")
+        .each(sink, backend="thread", workers=1)
+    )
+    pipeline.run()
+    kinds = ["failure" if isinstance(v, conveyor.Failure) else v for v in seen]
+    assert kinds == ["failure", 1, 2, 3, 4, 5, 6, "failure", 8, 9]  # in place, in order
+    failures = [v for v in seen if isinstance(v, conveyor.Failure)]
+    assert [f.item for f in failures] == [0, 7]
+    assert all(isinstance(f.error, ValueError) for f in failures)
+    report = books_balance(pipeline)
+    assert report.stages[0].failed == 2 and report.stages[0].outputs == 10
+    assert report.stages[1].received == 10

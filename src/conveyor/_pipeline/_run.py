@@ -237,6 +237,8 @@ class Run:
         if len(self._failures) < MAX_KEPT_FAILURES:
             self._failures.append(failure)
         policy = stage.spec.on_error
+        if policy == "emit":
+            return  # it goes on downstream, in the item's place
         if policy == "skip":
             _log.info(
                 "conveyor: pipeline %s skipped item %d: %r",

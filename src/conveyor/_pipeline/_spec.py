@@ -17,7 +17,7 @@ from ..errors import describe_callable
 
 Backend = Literal["process", "thread", "async", "dask"]
 BACKENDS: tuple[str, ...] = ("process", "thread", "async", "dask")
-OnError = Union[Literal["raise", "skip"], Callable[[Any], Any]]  # noqa: UP007 (3.10 runtime)
+OnError = Union[Literal["raise", "skip", "emit"], Callable[[Any], Any]]  # noqa: UP007 (3.10 runtime)
 
 # How many items may wait in front of a stage when maxsize is not given, per worker:
 # two per worker keeps every worker fed (DataLoader's prefetch factor, rust-parallel's
@@ -103,10 +103,10 @@ def _check_spec(spec: StageSpec) -> None:
         )
     if isinstance(spec.retries, bool) or not isinstance(spec.retries, int) or spec.retries < 0:
         raise ValueError(f"{where}: retries must be a non-negative int, not {spec.retries!r}")
-    if spec.on_error not in ("raise", "skip") and not callable(spec.on_error):
+    if spec.on_error not in ("raise", "skip", "emit") and not callable(spec.on_error):
         raise ValueError(
-            f"{where}: on_error must be 'raise', 'skip' or a callable taking a Failure, "
-            f"not {spec.on_error!r}"
+            f"{where}: on_error must be 'raise', 'skip', 'emit' or a callable taking a "
+            f"Failure, not {spec.on_error!r}"
         )
     if spec.limiter is not None and not isinstance(spec.limiter, (CapacityLimiter, RateLimiter)):
         raise TypeError(

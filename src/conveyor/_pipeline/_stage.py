@@ -41,7 +41,7 @@ class Stage:
         self.inbox: deque[Any] = deque()
         self.received = 0
         self.cancelled = 0
-        self.window = Window(spec.kind, spec.ordered)
+        self.window = Window(spec.kind, spec.ordered, emit_failures=spec.on_error == "emit")
         self.input_ended = False  # nothing more will arrive in the inbox
         self._input_closed = False  # ... and the runner was told so
         self.runner_closed = False  # every admitted item has its result
@@ -195,8 +195,8 @@ class Stage:
             if self.settled:
                 self._run.item_failed(self, Failure(self.name, index, None, exc))
                 return
-            item = self.window.fail(index, exc, time.monotonic())
-            self._run.item_failed(self, Failure(self.name, index, item, exc))
+            failure = self.window.fail(index, exc, time.monotonic(), self.name)
+            self._run.item_failed(self, failure)
             if not self.stopped:
                 self._run.pump()
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from itertools import chain, compress
 from typing import Any
 
+from ._report import Failure
 from ._spec import StageKind
 
 _PENDING: Any = type("_Pending", (), {"__repr__": lambda self: "<pending>"})()
@@ -28,16 +29,18 @@ _TRIM_AT = 1024
 
 
 class _Failed:
-    __slots__ = ("error",)
+    __slots__ = ("error", "failure")
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, failure: Failure) -> None:
         self.error = error
+        self.failure = failure  # what goes on in its place, with on_error="emit"
 
 
 class Window:
-    def __init__(self, kind: StageKind, ordered: bool) -> None:
+    def __init__(self, kind: StageKind, ordered: bool, *, emit_failures: bool = False) -> None:
         self.kind = kind
         self.ordered = ordered
+        self.emit_failures = emit_failures
         self.base = 0
         self.inputs: list[Any] = []
         self.results: list[Any] = []
@@ -86,15 +89,16 @@ class Window:
             contiguous = isinstance(indices, range) and indices.step == 1
             self._advance(indices[0], len(indices) if contiguous else 1, now)
 
-    def fail(self, index: int, exc: BaseException, now: float) -> Any:
-        """Record that the item raised; return the item."""
-        self.results[index - self.base] = _Failed(exc)
+    def fail(self, index: int, exc: BaseException, now: float, stage: str) -> Failure:
+        """Record that the item raised; return its ``Failure``."""
+        failure = Failure(stage, index, self.item(index), exc)
+        self.results[index - self.base] = _Failed(exc, failure)
         self._failures += 1
         if self.ordered:
             self._advance(index, 1, now)
         else:
             self.ready.append(index)
-        return self.item(index)
+        return failure
 
     def finish_batch(self, first: int, batch: list[Any], now: float) -> None:
         """A batch stage's items ``first``.. became ``batch``."""
@@ -198,21 +202,28 @@ class Window:
 
     def _hand_on(self, values: list[Any], inputs: list[Any] | None) -> list[Any]:
         """Count the fates of ``values`` (finished results, in order) and return outputs."""
-        n = len(values)
-        failed = 0
         if self._failures:
-            kept = [v for v in values if v.__class__ is not _Failed]
-            failed = n - len(kept)
-            if failed:
-                if inputs is not None:
-                    inputs = [
-                        i for i, v in zip(inputs, values, strict=True) if v.__class__ is not _Failed
-                    ]
-                values = kept
-                self._failures -= failed
-                self.failed += failed
-        ok = n - failed
-        kind = self.kind
+            if self.emit_failures:
+                return self._hand_on_emitting(values, inputs)
+            values, inputs = self._drop_failures(values, inputs)
+        return self._outputs_of(values, inputs)
+
+    def _drop_failures(
+        self, values: list[Any], inputs: list[Any] | None
+    ) -> tuple[list[Any], list[Any] | None]:
+        kept = [v for v in values if v.__class__ is not _Failed]
+        failed = len(values) - len(kept)
+        if failed:
+            if inputs is not None:
+                pairs = zip(inputs, values, strict=True)
+                inputs = [i for i, v in pairs if v.__class__ is not _Failed]
+            self._failures -= failed
+            self.failed += failed
+        return kept, inputs
+
+    def _outputs_of(self, values: list[Any], inputs: list[Any] | None) -> list[Any]:
+        """Outputs of results that all succeeded, their fates counted."""
+        ok, kind = len(values), self.kind
         if kind is StageKind.MAP:
             out = values
         elif kind is StageKind.FILTER:
@@ -235,6 +246,21 @@ class Window:
         else:
             self.emitted += ok
         self.outputs += len(out)
+        return out
+
+    def _hand_on_emitting(self, values: list[Any], inputs: list[Any] | None) -> list[Any]:
+        """The slow path, item by item, for a slice holding failures that go on as their
+        ``Failure`` records (``on_error="emit"``): counted failed, handed on in place."""
+        out: list[Any] = []
+        for position, value in enumerate(values):
+            if value.__class__ is _Failed:
+                self._failures -= 1
+                self.failed += 1
+                self.outputs += 1
+                out.append(value.failure)
+                continue
+            item = [inputs[position]] if inputs is not None else None
+            out.extend(self._outputs_of([value], item))
         return out
 
     def _advance(self, first: int, count: int, now: float) -> None:
