@@ -106,6 +106,89 @@ def run_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass
+class MapOptions:
+    target: str
+    files: list[str]
+    jobs: int | None
+    keep_order: bool
+    timeout: float | None
+    retries: int
+    halt: Halt | None
+    joblog: str | None
+    resume: str | None
+    backend: str
+    scheduler: str | None
+    spread: str | None  # None, "star" (a list as positional arguments), "kwargs"
+
+
+def map_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="conveyor map",
+        description="Run a Python function over JSON lines, in parallel; JSON lines out.",
+    )
+    add = parser.add_argument
+    add("target", help="module:function (the module importable from here)")
+    add("files", nargs="*", help="JSON-lines input files (default: stdin)")
+    add("-j", "--jobs", help="workers: N, N%% of the CPUs (default: one per CPU)")
+    add("-k", "--keep-order", action="store_true", help="records out in input order")
+    add("--backend", choices=("process", "thread", "dask"), default="process")
+    add("--scheduler", help="a Dask scheduler's address (with --backend dask)")
+    spread = parser.add_mutually_exclusive_group()
+    spread.add_argument(
+        "--star",
+        dest="spread",
+        action="store_const",
+        const="star",
+        help="a list input is the function's positional arguments",
+    )
+    spread.add_argument(
+        "--kwargs",
+        dest="spread",
+        action="store_const",
+        const="kwargs",
+        help="an object input is the function's keyword arguments",
+    )
+    add("--timeout", type=float, help="seconds a record may run before it fails")
+    add("--retries", type=int, default=1, help="re-runs of a record whose worker died")
+    add("--halt", default="never", help="now|soon,fail|success|done=N|N%%")
+    add("--joblog", help="GNU parallel's job log (+FILE appends, - is stdout)")
+    resume = parser.add_mutually_exclusive_group()
+    for flag in ("resume", "resume-failed", "retry-failed"):
+        resume.add_argument(f"--{flag}", dest="resume", action="store_const", const=flag)
+    return parser
+
+
+def parse_map(argv: list[str]) -> MapOptions:
+    args = map_parser().parse_args(argv)
+    if args.resume == "retry-failed":
+        raise UsageError("conveyor map: --retry-failed is for run; use --resume-failed")
+    if args.resume and (args.joblog is None or args.joblog in ("-", "+-")):
+        raise UsageError(f"conveyor map: --{args.resume} needs --joblog FILE (what to resume)")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"conveyor map: --timeout must be positive, not {args.timeout}")
+    if args.scheduler and args.backend != "dask":
+        raise UsageError("conveyor map: --scheduler is for --backend dask")
+    try:
+        halt = Halt.parse(args.halt)
+    except HaltSyntaxError as exc:
+        raise UsageError(f"conveyor map: {exc}") from None
+    return MapOptions(
+        target=args.target,
+        files=args.files,
+        jobs=_slots(args.jobs) if args.jobs else None,
+        keep_order=args.keep_order,
+        timeout=args.timeout,
+        retries=args.retries,
+        halt=halt,
+        joblog=args.joblog,
+        resume=args.resume,
+        backend=args.backend,
+        scheduler=args.scheduler,
+        spread=args.spread,
+    )
+
+
 def parse_run(argv: list[str]) -> RunOptions:
     args = run_parser().parse_args(argv)
     delimiter = "\0" if args.null else _unescape(args.delimiter)
@@ -198,8 +281,18 @@ def _unescape(text: str | None) -> str | None:
 
 def usage_error(exc: UsageError) -> int:
     print(exc, file=sys.stderr)
-    print("conveyor run --help: the options", file=sys.stderr)
+    print("--help lists the options", file=sys.stderr)
     return BAD_USAGE
 
 
-__all__ = ["BAD_USAGE", "RunOptions", "UsageError", "parse_run", "run_parser", "usage_error"]
+__all__ = [
+    "BAD_USAGE",
+    "MapOptions",
+    "RunOptions",
+    "UsageError",
+    "map_parser",
+    "parse_map",
+    "parse_run",
+    "run_parser",
+    "usage_error",
+]
