@@ -371,3 +371,18 @@ def test_a_job_log_cut_short_by_a_crash_is_read_and_a_malformed_one_refused(tmp_
 def test_resume_needs_a_job_log():
     done = conveyor("--resume", "echo", ":::", "a")
     assert done.returncode == 255 and "needs --joblog" in done.stderr
+
+
+def test_results_keep_each_jobs_output_in_gnu_parallels_layout(tmp_path):
+    results = tmp_path / "out"
+    done = conveyor(
+        "--results", str(results), "echo {1}-{2}; echo err >&2", ":::", "a", "b/c", ":::", "1"
+    )
+    assert done.returncode == 0
+    job = results / "1" / "a" / "2" / "1"
+    assert (job / "stdout").read_text() == "a-1\n"
+    assert (job / "stderr").read_text() == "err\n"
+    assert (job / "seq").read_text() == "1\n"
+    assert (results / "1" / "b_c" / "2" / "1" / "stdout").read_text() == "b/c-1\n"
+    assert not list(results.rglob(".std*"))  # written whole, then renamed
+    assert sorted(done.stdout.split()) == ["a-1", "b/c-1"]  # and printed as well

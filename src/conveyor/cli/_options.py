@@ -47,6 +47,7 @@ class RunOptions:
     link: bool
     delimiter: str | None
     resume: str | None  # "resume" | "resume-failed" | "retry-failed"
+    results: str | None
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -92,6 +93,8 @@ def run_parser() -> argparse.ArgumentParser:
     )
     add("--dry-run", action="store_true", help="print the commands, run nothing")
     add("--bar", action="store_true", help="a progress bar on stderr")
+    add("--eta", dest="bar", action="store_true", help="the same bar, with its estimate")
+    add("--results", help="each job's stdout, stderr and seq in files under this directory")
     add(
         "--link",
         "--xapply",
@@ -223,6 +226,7 @@ def parse_run(argv: list[str]) -> RunOptions:
         link=args.link,
         delimiter=delimiter,
         resume=args.resume,
+        results=args.results,
     )
 
 

@@ -26,6 +26,7 @@ from ._joblog import JobLog
 from ._journal import Journal, fingerprint
 from ._options import RunOptions
 from ._render import Template
+from ._results import write_results
 from ._resume import load
 from ._sources import job_arguments
 
@@ -192,9 +193,14 @@ class RunCommand:
                 running=self.running,
                 timeout=options.timeout,
                 retries=options.retries,
-                capture=options.output == "group",
+                capture=options.output == "group" or options.results is not None,
                 env=env,
-                on_line=self.printer.line if options.output == "line-buffer" else None,
+                # --results needs the output whole, in files: it makes the output grouped.
+                on_line=(
+                    self.printer.line
+                    if options.output == "line-buffer" and options.results is None
+                    else None
+                ),
             )
         finally:
             self.slots.give(slot)
@@ -211,6 +217,8 @@ class RunCommand:
         return [f.result() for _, f in done]
 
     def _emit(self, job: JobResult, joblog: JobLog | None, bar: Any) -> None:
+        if self.options.results is not None:
+            write_results(self.options.results, job)  # before the log line, as the output
         self.printer.job(job)
         if joblog is not None:
             joblog.write(job)
