@@ -386,3 +386,11 @@ def test_results_keep_each_jobs_output_in_gnu_parallels_layout(tmp_path):
     assert (results / "1" / "b_c" / "2" / "1" / "stdout").read_text() == "b/c-1\n"
     assert not list(results.rglob(".std*"))  # written whole, then renamed
     assert sorted(done.stdout.split()) == ["a-1", "b/c-1"]  # and printed as well
+
+
+def test_a_fresh_run_starts_its_journal_afresh_as_it_does_its_log(tmp_path):
+    log = tmp_path / "log"
+    conveyor("--joblog", str(log), "echo", ":::", "a", "b")
+    conveyor("--joblog", str(log), "echo", ":::", "c")  # no --resume: a new log
+    again = conveyor("-k", "--resume", "--joblog", str(log), "echo", ":::", "a", "c")
+    assert again.stdout.split() == ["a"]  # "a" was done in a log since started afresh

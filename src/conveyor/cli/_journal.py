@@ -37,6 +37,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+def journal_for(joblog: str | None, resume: str | None) -> Journal | None:
+    """The journal beside a job log file (none for ``--joblog -``); emptied when the run
+    starts the log afresh (neither resuming nor appending), as the log itself is."""
+    if joblog is None or joblog.lstrip("+") == "-":
+        return None
+    journal = Journal(joblog.lstrip("+") + ".journal")
+    if resume is None and not joblog.startswith("+"):
+        journal.reset()
+    return journal
+
+
 def fingerprint(template: str, arguments: tuple[str, ...], seq: int | None) -> str:
     """The job's identity across runs: its template and arguments (and its position, if
     the template uses ``{#}``, which makes the position part of the command)."""
@@ -59,6 +70,11 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+
+    def reset(self) -> None:
+        """Forget every job: a new run that truncates its log starts a new journal too."""
+        with self._lock:
+            self._db.execute("DELETE FROM jobs")
 
     def entries(self) -> dict[str, Entry]:
         with self._lock:
@@ -120,4 +136,4 @@ def read_joblog(path: str) -> tuple[dict[int, tuple[int, int, str]], str | None]
     return jobs, warning
 
 
-__all__ = ["Entry", "JobLogFormatError", "Journal", "fingerprint", "read_joblog"]
+__all__ = ["Entry", "JobLogFormatError", "Journal", "fingerprint", "journal_for", "read_joblog"]

@@ -28,7 +28,7 @@ from ..errors import TaskTimeoutError, WorkerCrashedError
 from ._halt import exit_status
 from ._job import JobResult
 from ._joblog import JobLog
-from ._journal import Journal, fingerprint
+from ._journal import fingerprint, journal_for
 from ._options import MapOptions, UsageError
 from ._resume import load
 from ._sources import read_records
@@ -115,7 +115,7 @@ class MapCommand:
     def __init__(self, options: MapOptions) -> None:
         self.options = options
         self.fn = load_function(options.target)
-        self.journal = _journal_for(options.joblog)
+        self.journal = journal_for(options.joblog, options.resume)
         self.resume = load(options.resume, options.joblog, self.journal)
         self.done = self.failed = 0
         self.trigger: JobResult | None = None
@@ -220,12 +220,6 @@ class MapCommand:
         from distributed import Client
 
         return Client(self.options.scheduler, set_as_default=False)
-
-
-def _journal_for(joblog: str | None) -> Journal | None:
-    if joblog is None or joblog.lstrip("+") == "-":
-        return None
-    return Journal(joblog.lstrip("+") + ".journal")
 
 
 def _append_if_resuming(joblog: str, resume: str | None) -> str:

@@ -23,7 +23,7 @@ from ..workers import WorkerPool
 from ._halt import exit_status
 from ._job import JobResult, Running, run_job
 from ._joblog import JobLog
-from ._journal import Journal, fingerprint
+from ._journal import fingerprint, journal_for
 from ._options import RunOptions
 from ._render import Template
 from ._results import write_results
@@ -98,7 +98,7 @@ class RunCommand:
         self.failed = 0
         self.trigger: JobResult | None = None
         self._total = _known_total(options)
-        self.journal = _journal_for(options.joblog)
+        self.journal = journal_for(options.joblog, options.resume)
         self.resume = load(options.resume, options.joblog, self.journal)
 
     def jobs(self) -> Iterator[JobResult]:
@@ -247,13 +247,6 @@ class RunCommand:
             file=sys.stderr,
         )
         return True
-
-
-def _journal_for(joblog: str | None) -> Journal | None:
-    """The journal beside a job log file (none for ``--joblog -``)."""
-    if joblog is None or joblog.lstrip("+") == "-":
-        return None
-    return Journal(joblog.lstrip("+") + ".journal")
 
 
 def _known_total(options: RunOptions) -> int | None:
