@@ -145,8 +145,7 @@ class MapCommand:
         joblog = JobLog(_append_if_resuming(target, options.resume)) if target else None
         pipeline = Pipeline(self.records()).map(
             MapCall(self.fn, options.spread),
-            # The parser allowed only process, thread and dask.
-            backend=options.backend,  # type: ignore[arg-type]
+            backend=options.backend,
             workers=options.jobs,
             ordered=options.keep_order,
             timeout=options.timeout,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from .._cpus import available_cpus
 from ._halt import Halt, HaltSyntaxError
@@ -120,7 +120,7 @@ class MapOptions:
     halt: Halt | None
     joblog: str | None
     resume: str | None
-    backend: str
+    backend: Literal["process", "thread", "dask"]
     scheduler: str | None
     spread: str | None  # None, "star" (a list as positional arguments), "kwargs"
 
