@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from conftest import WAIT_S
+from conftest import TESTS_DIR, WAIT_S
 
 MODULE = textwrap.dedent(
     """
@@ -167,3 +167,24 @@ def test_halt_stops_at_the_first_failure_with_its_status(workdir):
 def test_a_bad_function_or_option_is_refused_with_255(workdir, args, message):
     done = conveyor_map(workdir, *args, stdin="1\n")
     assert done.returncode == 255 and message in done.stderr and done.stdout == ""
+
+
+def test_records_run_on_a_real_dask_cluster(dask_cluster):
+    # The cluster's workers import the tests' modules, as a real cluster imports the code.
+    done = conveyor_map(
+        TESTS_DIR,
+        "-k",
+        "--backend",
+        "dask",
+        "--scheduler",
+        dask_cluster.address,
+        "pipeline_tasks:square",
+        stdin="1\n2\n3\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert [r["result"] for r in records(done)] == [1, 4, 9]
+
+
+def test_the_scheduler_option_needs_the_dask_backend(workdir):
+    done = conveyor_map(workdir, "--scheduler", "tcp://127.0.0.1:1", "jobs:square", stdin="1\n")
+    assert done.returncode == 255 and "--backend dask" in done.stderr

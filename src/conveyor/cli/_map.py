@@ -143,6 +143,7 @@ class MapCommand:
         options = self.options
         target = options.joblog
         joblog = JobLog(_append_if_resuming(target, options.resume)) if target else None
+        client = self._client()
         pipeline = Pipeline(self.records()).map(
             MapCall(self.fn, options.spread),
             backend=options.backend,
@@ -151,7 +152,7 @@ class MapCommand:
             timeout=options.timeout,
             retries=options.retries,
             on_error="emit",
-            client=self._client(),
+            client=client,
         )
         try:
             with pipeline.open() as results:
@@ -170,6 +171,8 @@ class MapCommand:
                 joblog.close()
             if self.journal is not None:
                 self.journal.close()
+            if client is not None:
+                client.close()
         return exit_status(self.failed, self.done, options.halt, self.trigger)
 
     def _settled(self, outcome: Outcome | Failure) -> tuple[JobResult, str]:
