@@ -47,6 +47,12 @@ class Halt:
         when, why, count, percent = match.groups()
         return cls(when, why, float(count), bool(percent))
 
+    def stops_at(self, job: JobResult, done: int, failed: int, total: int | None) -> bool:
+        """Whether ``job``, just ended (counted in ``done``/``failed``), stops the run."""
+        if (self.why == "fail" and job.ok) or (self.why == "success" and not job.ok):
+            return False
+        return self.triggered(done, failed, total)
+
     def triggered(self, done: int, failed: int, total: int | None) -> bool:
         counted = {"fail": failed, "success": done - failed, "done": done}[self.why]
         if self.percent:

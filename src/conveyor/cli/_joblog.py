@@ -8,6 +8,7 @@ per job whatever its retries, flushed line by line. Newlines in a command are wr
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO
 
@@ -42,4 +43,14 @@ class JobLog:
             self._file.close()
 
 
-__all__ = ["HEADER", "JobLog"]
+def open_joblog(target: str | None, resume: str | None) -> JobLog | None:
+    """The run's job log, if it has one; a resume appends to it, as GNU parallel's does."""
+    if target is None:
+        return None
+    path = target.lstrip("+")
+    if resume and path != "-" and os.path.exists(path):
+        target = "+" + path
+    return JobLog(target)
+
+
+__all__ = ["HEADER", "JobLog", "open_joblog"]

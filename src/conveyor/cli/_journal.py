@@ -91,12 +91,28 @@ class Journal:
             )
 
     def finished(self, job: JobResult, key: str) -> None:
+        """The job's outcome (a row of its own if its start was not recorded)."""
         state = "succeeded" if job.ok else "interrupted" if job.interrupted else "failed"
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET state = ?, exitval = ?, signal = ?, attempts = ?, "
-                "started_at = ?, runtime_s = ? WHERE fingerprint = ?",
-                (state, job.exitval, job.signal, job.attempts, job.started_at, job.runtime_s, key),
+                "INSERT INTO jobs (fingerprint, seq, command, state, exitval, signal, attempts, "
+                "started_at, runtime_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(fingerprint) DO UPDATE SET seq = excluded.seq, "
+                "command = excluded.command, state = excluded.state, "
+                "exitval = excluded.exitval, signal = excluded.signal, "
+                "attempts = excluded.attempts, started_at = excluded.started_at, "
+                "runtime_s = excluded.runtime_s",
+                (
+                    key,
+                    job.seq,
+                    job.command,
+                    state,
+                    job.exitval,
+                    job.signal,
+                    job.attempts,
+                    job.started_at,
+                    job.runtime_s,
+                ),
             )
 
     def close(self) -> None:

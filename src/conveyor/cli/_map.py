@@ -27,7 +27,7 @@ from .._pipeline._report import Failure
 from ..errors import TaskTimeoutError, WorkerCrashedError
 from ._halt import exit_status
 from ._job import JobResult
-from ._joblog import JobLog
+from ._joblog import JobLog, open_joblog
 from ._journal import fingerprint, journal_for
 from ._options import MapOptions, UsageError
 from ._resume import load
@@ -141,8 +141,7 @@ class MapCommand:
 
     def run(self) -> int:
         options = self.options
-        target = options.joblog
-        joblog = JobLog(_append_if_resuming(target, options.resume)) if target else None
+        joblog = open_joblog(options.joblog, options.resume)
         client = self._client()
         pipeline = Pipeline(self.records()).map(
             MapCall(self.fn, options.spread),
@@ -203,15 +202,11 @@ class MapCommand:
         if joblog is not None:
             joblog.write(job)
         if self.journal is not None:
-            job.key = self._key(job.arguments[0])
-            self.journal.started(job, job.key)
-            self.journal.finished(job, job.key)
+            self.journal.finished(job, self._key(job.arguments[0]))
 
     def _halts(self, job: JobResult) -> bool:
         halt = self.options.halt
-        if halt is None or not halt.triggered(self.done, self.failed, None):
-            return False
-        if (halt.why == "fail" and job.ok) or (halt.why == "success" and not job.ok):
+        if halt is None or not halt.stops_at(job, self.done, self.failed, None):
             return False
         self.trigger = job
         return True
@@ -222,12 +217,6 @@ class MapCommand:
         from distributed import Client
 
         return Client(self.options.scheduler, set_as_default=False)
-
-
-def _append_if_resuming(joblog: str, resume: str | None) -> str:
-    if resume and os.path.exists(joblog.lstrip("+")):
-        return "+" + joblog.lstrip("+")
-    return joblog
 
 
 __all__ = ["MapCommand", "load_function"]

@@ -166,16 +166,9 @@ def parse_map(argv: list[str]) -> MapOptions:
     args = map_parser().parse_args(argv)
     if args.resume == "retry-failed":
         raise UsageError("conveyor map: --retry-failed is for run; use --resume-failed")
-    if args.resume and (args.joblog is None or args.joblog in ("-", "+-")):
-        raise UsageError(f"conveyor map: --{args.resume} needs --joblog FILE (what to resume)")
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"conveyor map: --timeout must be positive, not {args.timeout}")
     if args.scheduler and args.backend != "dask":
         raise UsageError("conveyor map: --scheduler is for --backend dask")
-    try:
-        halt = Halt.parse(args.halt)
-    except HaltSyntaxError as exc:
-        raise UsageError(f"conveyor map: {exc}") from None
+    halt = _checked_common(args, "conveyor map")
     return MapOptions(
         target=args.target,
         files=args.files,
@@ -198,18 +191,7 @@ def parse_run(argv: list[str]) -> RunOptions:
     command, sources = _split_sources(list(args.command), delimiter)
     for path in args.arg_file:
         sources.append(Source(_read(path, delimiter)))
-    if args.retries < 0:
-        raise UsageError(f"conveyor run: --retries must be 0 or more, not {args.retries}")
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(
-            f"conveyor run: --timeout must be a positive number of seconds, not {args.timeout}"
-        )
-    if args.resume and (args.joblog is None or args.joblog in ("-", "+-")):
-        raise UsageError(f"conveyor run: --{args.resume} needs --joblog FILE (what to resume)")
-    try:
-        halt = Halt.parse(args.halt)
-    except HaltSyntaxError as exc:
-        raise UsageError(f"conveyor run: {exc}") from None
+    halt = _checked_common(args, "conveyor run")
     return RunOptions(
         command=command,
         sources=sources,
@@ -228,6 +210,22 @@ def parse_run(argv: list[str]) -> RunOptions:
         resume=args.resume,
         results=args.results,
     )
+
+
+def _checked_common(args: argparse.Namespace, prog: str) -> Halt | None:
+    """The checks ``run`` and ``map`` share; returns the parsed ``--halt``."""
+    if args.retries < 0:
+        raise UsageError(f"{prog}: --retries must be 0 or more, not {args.retries}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(
+            f"{prog}: --timeout must be a positive number of seconds, not {args.timeout}"
+        )
+    if args.resume and (args.joblog is None or args.joblog in ("-", "+-")):
+        raise UsageError(f"{prog}: --{args.resume} needs --joblog FILE (what to resume)")
+    try:
+        return Halt.parse(args.halt)
+    except HaltSyntaxError as exc:
+        raise UsageError(f"{prog}: {exc}") from None
 
 
 def _split_sources(words: list[str], delimiter: str | None) -> tuple[list[str], list[Source]]:

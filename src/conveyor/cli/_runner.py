@@ -22,7 +22,7 @@ from typing import IO, Any
 from ..workers import WorkerPool
 from ._halt import exit_status
 from ._job import JobResult, Running, run_job
-from ._joblog import JobLog
+from ._joblog import JobLog, open_joblog
 from ._journal import fingerprint, journal_for
 from ._options import RunOptions
 from ._render import Template
@@ -126,10 +126,7 @@ class RunCommand:
             for job in self.jobs():
                 print(self.template.render(job.arguments, job.seq, 1))
             return 0
-        target = self.options.joblog
-        if target is not None and self.resume.mode and os.path.exists(target.lstrip("+")):
-            target = "+" + target.lstrip("+")  # a resume appends, as GNU parallel's does
-        joblog = JobLog(target) if target else None
+        joblog = open_joblog(self.options.joblog, self.resume.mode)
         bar = _bar(self._total) if self.options.bar else None
         try:
             return self._run(joblog, bar)
@@ -237,9 +234,7 @@ class RunCommand:
 
     def _halts(self, job: JobResult) -> bool:
         halt = self.options.halt
-        if halt is None or not halt.triggered(self.done, self.failed, self._total):
-            return False
-        if (halt.why == "fail" and job.ok) or (halt.why == "success" and not job.ok):
+        if halt is None or not halt.stops_at(job, self.done, self.failed, self._total):
             return False
         self.trigger = job
         print(
